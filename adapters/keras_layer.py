@@ -1,0 +1,146 @@
+"""Keras ConvLSTM2D: Keras 3 on any backend, and tf-keras (Keras 2).
+
+Keras 3 chooses its backend once per process from ``KERAS_BACKEND``, so the
+registry runs this adapter inside a worker process per backend
+(``adapters/worker.py``).  The canonical weights *are* Keras's layout; mapping
+them is a plain ``set_weights([kernel, recurrent_kernel, bias])``.
+
+Only the arguments present in ``case.config`` are passed to the constructor, so
+a case that leaves an argument out exercises the layer's own default.
+"""
+from __future__ import annotations
+
+import importlib
+import time
+import traceback
+from typing import Any
+
+import numpy as np
+
+from adapters.base import (ADAPTER_ERROR, CALL, CONSTRUCT, OK, RAISED, Adapter,
+                           Capabilities, Case, ErrorInfo, Outcome)
+
+# Elementwise activations the spec's ACT-* clauses name; Keras 3 knows them all.
+KERAS3_ACTIVATIONS = frozenset({
+    "tanh", "sigmoid", "hard_sigmoid", "relu", "relu6", "leaky_relu", "elu", "selu",
+    "celu", "softplus", "softsign", "squareplus", "soft_shrink", "hard_shrink",
+    "tanh_shrink", "hard_tanh", "sparse_plus", "sparse_sigmoid", "silu", "swish",
+    "gelu", "exponential", "hard_silu", "hard_swish", "mish", "log_sigmoid", "linear",
+    None})
+# tf-keras (Keras 2.x) knows fewer names.
+TF_KERAS_ACTIVATIONS = frozenset({
+    "tanh", "sigmoid", "hard_sigmoid", "relu", "elu", "selu", "softplus", "softsign",
+    "swish", "silu", "gelu", "exponential", "mish", "linear", None})
+
+# Call-time arguments are not constructor arguments.
+_NOT_CONSTRUCTOR = {"device"}
+
+
+class KerasConvLSTM(Adapter):
+    """keras.layers.ConvLSTM2D, in the process's Keras."""
+
+    def __init__(self, flavor: str = "keras3", backend: str = "tensorflow"):
+        if flavor not in ("keras3", "tf_keras"):
+            raise ValueError(f"flavor must be 'keras3' or 'tf_keras', got {flavor!r}")
+        self.flavor = flavor
+        self.backend = backend if flavor == "keras3" else "tensorflow"
+        self.name = f"keras3-{backend}" if flavor == "keras3" else "tf-keras"
+        self._mod = None
+        self._stateful_layer = None
+
+    # -- capabilities --------------------------------------------------
+    def capabilities(self) -> Capabilities:
+        keras3 = self.flavor == "keras3"
+        return Capabilities(
+            activation=KERAS3_ACTIVATIONS if keras3 else TF_KERAS_ACTIVATIONS,
+            recurrent_activation=KERAS3_ACTIVATIONS if keras3 else TF_KERAS_ACTIVATIONS,
+            dtype=frozenset({"float64", "float32", "float16", "bfloat16"}),
+            mask=True, stateful=True, initial_state=True, go_backwards=True,
+            dropout=True, argument_validation=True, gradients=False)
+
+    # -- plumbing ------------------------------------------------------
+    def _keras(self):
+        if self._mod is None:
+            if self.flavor == "keras3":
+                import os
+                want = os.environ.get("KERAS_BACKEND", "tensorflow")
+                if want != self.backend:
+                    raise RuntimeError(f"this process runs Keras on {want!r}; "
+                                       f"start it with KERAS_BACKEND={self.backend}")
+                self._mod = importlib.import_module("keras")
+            else:
+                self._mod = importlib.import_module("tf_keras")
+        return self._mod
+
+    def versions(self) -> dict[str, str]:
+        k = self._keras()
+        out = {("keras" if self.flavor == "keras3" else "tf_keras"): k.__version__}
+        lib = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[self.backend]
+        out[lib] = importlib.import_module(lib).__version__
+        return out
+
+    def _to_numpy(self, t) -> np.ndarray:
+        k = self._keras()
+        if self.flavor == "keras3":
+            arr = k.ops.convert_to_numpy(t)
+        else:
+            arr = t.numpy()
+        return np.asarray(arr)
+
+    def _tensor(self, a: np.ndarray | None, dtype: str):
+        if a is None:
+            return None
+        if dtype == "bfloat16":
+            import ml_dtypes
+            return np.asarray(a).astype(ml_dtypes.bfloat16)
+        return np.asarray(a).astype(dtype)
+
+    # -- the run -------------------------------------------------------
+    def run(self, case: Case) -> Outcome:
+        start = time.perf_counter()
+        try:
+            return self._run(case, start)
+        except Exception:
+            return Outcome(status=ADAPTER_ERROR, detail=traceback.format_exc(),
+                           duration_s=time.perf_counter() - start)
+
+    def _run(self, case: Case, start: float) -> Outcome:
+        k = self._keras()
+        kwargs: dict[str, Any] = {key: (tuple(v) if isinstance(v, list) else v)
+                                  for key, v in case.config.items() if key not in _NOT_CONSTRUCTOR}
+        kwargs["dtype"] = case.dtype
+        stateful = bool(kwargs.get("stateful", False))
+        x = self._tensor(case.inputs, case.dtype)
+        try:
+            layer = k.layers.ConvLSTM2D(**kwargs)
+        except Exception as exc:  # the layer refused the configuration
+            return Outcome(status=RAISED, error=ErrorInfo.from_exception(exc, CONSTRUCT),
+                           duration_s=time.perf_counter() - start)
+        try:
+            if stateful:
+                # Stateful layers need the batch size fixed in the input shape.
+                layer.build(tuple(x.shape))
+            else:
+                layer.build((None,) + tuple(x.shape[1:]))
+            weights = [case.kernel, case.recurrent_kernel]
+            if kwargs.get("use_bias", True):
+                weights.append(case.bias)
+            layer.set_weights([self._tensor(w, case.dtype) for w in weights])
+            call_kwargs: dict[str, Any] = {"training": bool(case.training)}
+            if case.initial_state is not None:
+                call_kwargs["initial_state"] = [self._tensor(s, case.dtype) for s in case.initial_state]
+            if case.mask is not None:
+                call_kwargs["mask"] = np.asarray(case.mask, dtype=bool)
+            result = layer(x, **call_kwargs)
+        except Exception as exc:
+            return Outcome(status=RAISED, error=ErrorInfo.from_exception(exc, CALL),
+                           duration_s=time.perf_counter() - start)
+        if isinstance(result, (list, tuple)):
+            tensors, structure = list(result), "list"
+        else:
+            tensors, structure = [result], "tensor"
+        arrays = [self._to_numpy(t) for t in tensors]
+        dtypes = [str(a.dtype) for a in arrays]
+        return Outcome(status=OK, outputs=[a.astype(np.float64) for a in arrays],
+                       structure=structure, dtypes=dtypes,
+                       duration_s=time.perf_counter() - start)

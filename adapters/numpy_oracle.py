@@ -1,0 +1,324 @@
+"""The float64 NumPy oracle: ConvLSTM2D written straight from the spec's equations.
+
+Clauses implemented here, in ``specs/convlstm2d.yaml``: SEM-STEP (gate order i, f,
+c, o), SEM-RECURRENT-CONV (stride 1, same, no dilation, no bias), SHAPE-VALID and
+SHAPE-SAME with TF/XLA placement of odd padding (extra row/column bottom/right),
+SEM-GO-BACKWARDS, SEM-MASK, SEM-INITIAL-STATE, SEM-DROPOUT (injected masks only).
+
+It shares no code with any other implementation: the convolution is a plain sum
+over kernel offsets, the time loop is literal.  Clarity beats speed here.
+
+Besides the outputs it records a per-step *trace* (pre-activations, the
+magnitude sum |W||x| + |U||h| + |b| of every pre-activation, gate values and
+states), from which ``conformance/tolerance.py`` derives the error budget of a
+lower-precision implementation.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from adapters.base import (CALL, Adapter, Capabilities, Case, ErrorInfo,
+                           Outcome, OK, RAISED, ADAPTER_ERROR)
+
+# --------------------------------------------------------------------------
+# Activations, as Keras 3 defines them (keras/src/activations/activations.py).
+
+
+def _sigmoid(x):
+    # Split by sign so exp never overflows.
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    e = np.exp(x[~pos])
+    out[~pos] = e / (1.0 + e)
+    return out
+
+
+def _softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+def _erf(x):
+    from scipy.special import erf  # a dependency of jax; keeps erf exact in float64
+    return erf(x)
+
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "tanh": np.tanh,
+    "sigmoid": _sigmoid,
+    "hard_sigmoid": lambda x: np.clip(x + 3.0, 0.0, 6.0) / 6.0,
+    "relu": lambda x: np.maximum(x, 0.0),
+    "relu6": lambda x: np.clip(x, 0.0, 6.0),
+    "leaky_relu": lambda x: np.where(x >= 0, x, 0.2 * x),
+    "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
+    "selu": lambda x: _SELU_SCALE * np.where(x > 0, x, _SELU_ALPHA * np.expm1(np.minimum(x, 0.0))),
+    "celu": lambda x: np.where(x >= 0, x, np.expm1(np.minimum(x, 0.0))),
+    "softplus": _softplus,
+    "softsign": lambda x: x / (1.0 + np.abs(x)),
+    "squareplus": lambda x: (x + np.sqrt(x * x + 4.0)) / 2.0,
+    "soft_shrink": lambda x: np.where(x > 0.5, x - 0.5, np.where(x < -0.5, x + 0.5, 0.0)),
+    "hard_shrink": lambda x: np.where(np.abs(x) > 0.5, x, 0.0),
+    "tanh_shrink": lambda x: x - np.tanh(x),
+    "hard_tanh": lambda x: np.clip(x, -1.0, 1.0),
+    "sparse_plus": lambda x: np.where(x <= -1, 0.0, np.where(x >= 1, x, 0.25 * (x + 1.0) ** 2)),
+    "sparse_sigmoid": lambda x: np.where(x <= -1, 0.0, np.where(x >= 1, 1.0, 0.5 * (x + 1.0))),
+    "silu": lambda x: x * _sigmoid(x),
+    "swish": lambda x: x * _sigmoid(x),
+    "gelu": lambda x: 0.5 * x * (1.0 + _erf(x / np.sqrt(2.0))),
+    "exponential": np.exp,
+    "hard_silu": lambda x: x * np.clip(x + 3.0, 0.0, 6.0) / 6.0,
+    "hard_swish": lambda x: x * np.clip(x + 3.0, 0.0, 6.0) / 6.0,
+    "mish": lambda x: x * np.tanh(_softplus(x)),
+    "log_sigmoid": lambda x: -_softplus(-x),
+    "linear": lambda x: x,
+}
+
+
+def activation(name: str | None) -> Callable[[np.ndarray], np.ndarray]:
+    if name is None:
+        return ACTIVATIONS["linear"]
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}") from None
+
+
+# --------------------------------------------------------------------------
+# Convolution: channels_last, a literal sum over kernel offsets.
+
+
+def _pair(v) -> tuple[int, int]:
+    if isinstance(v, (list, tuple)):
+        if len(v) != 2:
+            raise ValueError(f"expected 2 values, got {list(v)}")
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+def same_padding(n: int, k: int, s: int, d: int) -> tuple[int, int]:
+    """(before, after) padding for 'same': TF/XLA put the odd row/column after."""
+    out = -(-n // s)
+    total = max((out - 1) * s + (k - 1) * d + 1 - n, 0)
+    return total // 2, total - total // 2
+
+
+def conv2d(x: np.ndarray, w: np.ndarray, strides=(1, 1), dilation=(1, 1),
+           padding: str = "valid") -> np.ndarray:
+    """x (B, H, W, C), w (kh, kw, C, O) -> (B, H', W', O), float64."""
+    _, H, W, _ = x.shape
+    kh, kw = w.shape[:2]
+    sh, sw = strides
+    dh, dw = dilation
+    if padding == "same":
+        (pt, pb), (pl, pr) = same_padding(H, kh, sh, dh), same_padding(W, kw, sw, dw)
+        x = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    elif padding != "valid":
+        raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
+    Hp, Wp = x.shape[1:3]
+    oh = (Hp - dh * (kh - 1) - 1) // sh + 1
+    ow = (Wp - dw * (kw - 1) - 1) // sw + 1
+    if oh < 1 or ow < 1:
+        raise ValueError(f"input spatial size {H}x{W} too small for kernel {kh}x{kw} "
+                         f"with dilation {dilation}: output would be {oh}x{ow}")
+    out = np.zeros((x.shape[0], oh, ow, w.shape[3]), dtype=np.float64)
+    for a in range(kh):
+        for b in range(kw):
+            patch = x[:, a * dh: a * dh + (oh - 1) * sh + 1: sh,
+                      b * dw: b * dw + (ow - 1) * sw + 1: sw, :]
+            out += patch @ w[a, b]
+    return out
+
+
+# --------------------------------------------------------------------------
+# The layer
+
+
+@dataclass
+class Step:
+    """What happened at one processed time step (processing order)."""
+
+    t: int                  # index of the input step consumed
+    active: np.ndarray      # (B,) bool: False where the mask skipped the step
+    z: np.ndarray           # (B, H', W', 4F) pre-activations, gate order i, f, c, o
+    mag: np.ndarray         # (B, H', W', 4F) sum of |terms| of each pre-activation
+    gates: np.ndarray       # (B, H', W', 4F) i, f, act(z_c), o
+    h_prev: np.ndarray      # (B, H', W', F) state fed into the recurrent conv
+    c_prev: np.ndarray
+    c: np.ndarray           # candidate new state before masking
+    h: np.ndarray
+
+
+@dataclass
+class Trace:
+    steps: list[Step] = field(default_factory=list)
+    accumulation: int = 0   # terms per pre-activation: kh*kw*(C_in+F) (+1 with bias)
+
+
+@dataclass
+class Result:
+    output: np.ndarray      # in the case's data_format
+    h: np.ndarray
+    c: np.ndarray
+    trace: Trace
+
+
+def _to_last(a: np.ndarray, channels_first: bool, time_axis: bool) -> np.ndarray:
+    if not channels_first:
+        return a
+    return np.moveaxis(a, 2 if time_axis else 1, -1)
+
+
+def _from_last(a: np.ndarray, channels_first: bool, time_axis: bool) -> np.ndarray:
+    if not channels_first:
+        return a
+    return np.moveaxis(a, -1, 2 if time_axis else 1)
+
+
+def forward(case: Case) -> Result:
+    """Run the layer on ``case`` in float64.  Raises ValueError on invalid input."""
+    cfg = case.config
+    F = int(cfg["filters"])
+    if F < 1:
+        raise ValueError(f"filters must be a positive integer, got {F}")
+    kh, kw = _pair(cfg["kernel_size"])
+    strides = _pair(cfg.get("strides", 1))
+    dilation = _pair(cfg.get("dilation_rate", 1))
+    for name, v in (("kernel_size", (kh, kw)), ("dilation_rate", dilation), ("strides", strides)):
+        if min(v) < 1:
+            raise ValueError(f"{name} must be positive, got {v}")
+    if max(strides) > 1 and max(dilation) > 1:
+        raise ValueError(f"strides > 1 is incompatible with dilation_rate > 1: {strides}, {dilation}")
+    padding = str(cfg.get("padding", "valid")).lower()
+    cf = (cfg.get("data_format") or "channels_last") == "channels_first"
+    act = activation(cfg.get("activation", "tanh"))
+    ract = activation(cfg.get("recurrent_activation", "sigmoid"))
+
+    x = np.asarray(case.inputs, dtype=np.float64)
+    if x.ndim != 5:
+        raise ValueError(f"inputs must be 5-D (batch, time, ...), got shape {x.shape}")
+    x = _to_last(x, cf, time_axis=True)          # (B, T, H, W, C)
+    B, T, _, _, C = x.shape
+    K = np.asarray(case.kernel, dtype=np.float64)
+    U = np.asarray(case.recurrent_kernel, dtype=np.float64)
+    if K.shape != (kh, kw, C, 4 * F) or U.shape != (kh, kw, F, 4 * F):
+        raise ValueError(f"weights {K.shape}, {U.shape} do not match kernel "
+                         f"({kh},{kw},{C},{4*F}) and recurrent ({kh},{kw},{F},{4*F})")
+    use_bias = bool(cfg.get("use_bias", True))
+    b = np.asarray(case.bias, dtype=np.float64) if use_bias else np.zeros(4 * F)
+
+    # Per-gate input and recurrent multipliers (dropout), identity when absent.
+    train = bool(case.training)
+    dmask = case.dropout_mask if (train and case.dropout_mask is not None) else None
+    rmask = case.recurrent_dropout_mask if (train and case.recurrent_dropout_mask is not None) else None
+
+    # Output geometry from the first frame's convolution.
+    probe = conv2d(x[:, 0], K[..., :1], strides, dilation, padding)
+    Ho, Wo = probe.shape[1:3]
+    state_shape = (B, Ho, Wo, F)
+    if case.initial_state is not None:
+        h0, c0 = (_to_last(np.asarray(s, dtype=np.float64), cf, time_axis=False)
+                  for s in case.initial_state)
+        if h0.shape != state_shape or c0.shape != state_shape:
+            raise ValueError(f"initial_state shapes {h0.shape}, {c0.shape} must both be "
+                             f"{state_shape} (channels_last order)")
+    else:
+        h0 = np.zeros(state_shape)
+        c0 = np.zeros(state_shape)
+    mask = None if case.mask is None else np.asarray(case.mask, dtype=bool)
+    if mask is not None and mask.shape != (B, T):
+        raise ValueError(f"mask must have shape (batch, timesteps) = {(B, T)}, got {mask.shape}")
+
+    order = range(T - 1, -1, -1) if cfg.get("go_backwards", False) else range(T)
+    h, c = h0, c0
+    prev_out = np.zeros(state_shape)
+    outs = []
+    trace = Trace(accumulation=kh * kw * (C + F) + (1 if use_bias else 0))
+    absK, absU, absb = np.abs(K), np.abs(U), np.abs(b)
+    for t in order:
+        xt = x[:, t]
+        z = np.empty(state_shape[:3] + (4 * F,))
+        mag = np.empty_like(z)
+        for g in range(4):
+            sl = slice(g * F, (g + 1) * F)
+            xg = xt * dmask[g] if dmask is not None else xt
+            hg = h * rmask[g] if rmask is not None else h
+            zx = conv2d(xg, K[..., sl], strides, dilation, padding) + b[sl]
+            zh = conv2d(np.pad(hg, _same_pad_spec(Ho, Wo, kh, kw)), U[..., sl])
+            z[..., sl] = zx + zh
+            mag[..., sl] = (conv2d(np.abs(xg), absK[..., sl], strides, dilation, padding)
+                            + absb[sl]
+                            + conv2d(np.pad(np.abs(hg), _same_pad_spec(Ho, Wo, kh, kw)), absU[..., sl]))
+        i = ract(z[..., 0:F])
+        f = ract(z[..., F:2 * F])
+        gc = act(z[..., 2 * F:3 * F])
+        o = ract(z[..., 3 * F:4 * F])
+        c_new = f * c + i * gc
+        h_new = o * act(c_new)
+        active = np.ones(B, dtype=bool) if mask is None else mask[:, t]
+        sel = active[:, None, None, None]
+        trace.steps.append(Step(t=t, active=active, z=z, mag=mag,
+                                gates=np.concatenate([i, f, gc, o], axis=-1),
+                                h_prev=h, c_prev=c, c=c_new, h=h_new))
+        # Masked steps carry the state unchanged and repeat the previous output.
+        h = np.where(sel, h_new, h)
+        c = np.where(sel, c_new, c)
+        out_t = np.where(sel, h_new, prev_out)
+        prev_out = out_t
+        outs.append(out_t)
+
+    if cfg.get("return_sequences", False):
+        output = _from_last(np.stack(outs, axis=1), cf, time_axis=True)
+    else:
+        output = _from_last(outs[-1], cf, time_axis=False)
+    return Result(output=output, h=_from_last(h, cf, False), c=_from_last(c, cf, False),
+                  trace=trace)
+
+
+def _same_pad_spec(Ho: int, Wo: int, kh: int, kw: int):
+    """np.pad widths giving a stride-1 'same' convolution of an (Ho, Wo) state."""
+    return ((0, 0), same_padding(Ho, kh, 1, 1), same_padding(Wo, kw, 1, 1), (0, 0))
+
+
+class NumpyOracle(Adapter):
+    """The float64 oracle behind the adapter interface (forward only)."""
+
+    name = "oracle"
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            activation=frozenset(ACTIVATIONS) | {None},
+            recurrent_activation=frozenset(ACTIVATIONS) | {None},
+            dtype=frozenset({"float64", "float32", "float16", "bfloat16"}),
+            mask=True, initial_state=True, go_backwards=True, dropout_injection=True,
+            argument_validation=False)
+
+    def versions(self) -> dict[str, str]:
+        return {"numpy": np.__version__}
+
+    def run(self, case: Case) -> Outcome:
+        start = time.perf_counter()
+        try:
+            res = forward(case)
+        except ValueError as exc:
+            # The oracle checks only what it needs to compute; argument errors
+            # are the frameworks' business, so report them at call time.
+            return Outcome(status=RAISED, error=ErrorInfo.from_exception(exc, CALL),
+                           duration_s=time.perf_counter() - start)
+        except Exception:  # a bug in the oracle itself
+            return Outcome(status=ADAPTER_ERROR, detail=traceback.format_exc(),
+                           duration_s=time.perf_counter() - start)
+        if case.config.get("return_state", False):
+            outputs, structure = [res.output, res.h, res.c], "list"
+        else:
+            outputs, structure = [res.output], "tensor"
+        return Outcome(status=OK, outputs=outputs, structure=structure,
+                       dtypes=["float64"] * len(outputs),
+                       duration_s=time.perf_counter() - start)

@@ -1,0 +1,236 @@
+"""The tolerance model: how far a correct implementation may stray from the oracle.
+
+Every budget here is a *running error bound*, computed element by element
+alongside the float64 oracle's own evaluation of the case (its trace), in
+the style of Wilkinson's running error analysis.  Nothing is a constant picked
+until tests pass; the only free parameters are the ones named below, each with
+its reason.
+
+Model, for an implementation computing in a format with unit roundoff ``u``
+(float64 2^-53, float32 2^-24, float16 2^-11, bfloat16 2^-8), on inputs and
+weights that are exactly representable in that format (the suite rounds them
+before handing them out, so input rounding contributes nothing):
+
+1. **Pre-activations.**  Each gate pre-activation ``z = W*x + b + U*h`` is a sum
+   of ``K = kh*kw*(C_in + F) + 1`` products.  Whatever the summation order
+   (direct, im2col GEMM, blocked, fused), its rounding error is at most
+   ``gamma_K * M`` where ``M = |W|*|x| + |b| + |U|*|h|`` is the magnitude sum
+   the oracle records and ``gamma_K = K u / (1 - K u)`` (Higham, *Accuracy and
+   Stability of Numerical Algorithms*, 2nd ed., §3.1).  When ``K u`` is too large
+   for that bound to mean anything (bfloat16 with big kernels) the probabilistic
+   bound ``lambda * sqrt(K) * u`` of Higham & Mary (2019) takes over, with
+   ``lambda = 8`` (failure probability below 1e-13 per element).
+   State error carried in from the previous step adds ``|U| * dh``.
+2. **Activations.**  An error ``dz`` in the argument moves ``act(z)`` by at most
+   ``L * dz``, ``L`` the largest slope of ``act`` over ``[z - dz, z + dz]``
+   (measured on the oracle's own activation, so kinks of relu-like functions
+   are covered).  The activation itself may be off by ``ACT_ULPS`` units of
+   roundoff of ``max(|act(z)|, 1)``: library tanh/sigmoid/exp are approximations
+   accurate to a few ulps.
+3. **Cell and hidden state.**  ``c' = f c + i g`` and ``h' = o act(c')`` propagate
+   first-order: ``dc' = |f| dc + |c| df + |i| dg + |g| di`` plus the rounding of
+   the products and the sum; likewise for ``h'``.  Masked steps carry the
+   previous error unchanged.
+4. **Safety factor** ``SAFETY = 2`` covers the second-order terms dropped in 1-3.
+
+The budget of an element is ``SAFETY * d`` for the implementation's format plus
+the oracle's own bound at float64, and a comparison reports
+``ratio = max |impl - oracle| / budget``: at most 1 passes.  The calibration
+(``benchmarks/soak_tolerance.py``) shows correct implementations stay far below
+1 and a forget-gate bias off by 0.01 lands far above it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from adapters.base import Case, Outcome, OK
+from adapters import numpy_oracle as oracle
+
+UNIT_ROUNDOFF = {
+    "float64": 2.0 ** -53,
+    "float32": 2.0 ** -24,
+    "float16": 2.0 ** -11,
+    "bfloat16": 2.0 ** -8,
+}
+ACT_ULPS = 8.0       # library activations: a few ulps of max(|y|, 1)
+LAMBDA = 8.0         # probabilistic bound multiplier (Higham & Mary 2019)
+SAFETY = 2.0         # second-order terms
+
+
+def gamma(k: int, u: float) -> float:
+    """Bound on the relative error of a k-term dot product."""
+    ku = k * u
+    worst = ku / (1.0 - ku) if ku < 0.5 else math.inf
+    return min(worst, LAMBDA * math.sqrt(k) * u)
+
+
+def _slope(act, z: np.ndarray, dz: np.ndarray) -> np.ndarray:
+    """Largest |slope| of ``act`` over [z - dz, z + dz], to first order."""
+    eps = np.maximum(dz, 1e-7 * np.maximum(np.abs(z), 1.0))
+    with np.errstate(over="ignore", invalid="ignore"):
+        y0, ylo, yhi = act(z), act(z - eps), act(z + eps)
+        zc = z + 1e-7 * np.maximum(np.abs(z), 1.0)
+        mid = np.abs(act(zc) - y0) / (zc - z)
+        s = np.maximum(np.maximum(np.abs(yhi - y0), np.abs(y0 - ylo)) / eps, mid)
+    return np.nan_to_num(s, nan=np.inf, posinf=np.inf)
+
+
+def _act_err(y: np.ndarray, u: float) -> np.ndarray:
+    return ACT_ULPS * u * np.maximum(np.abs(y), 1.0)
+
+
+def error_bounds(case: Case, result: "oracle.Result", u: float) -> dict[str, np.ndarray]:
+    """First-order error bounds of output, h and c for unit roundoff ``u``.
+
+    Arrays come back in the case's data_format, shaped like the oracle's.
+    """
+    cfg = case.config
+    F = int(cfg["filters"])
+    act = oracle.activation(cfg.get("activation", "tanh"))
+    ract = oracle.activation(cfg.get("recurrent_activation", "sigmoid"))
+    kh, kw = oracle._pair(cfg["kernel_size"])
+    absU = np.abs(np.asarray(case.recurrent_kernel, dtype=np.float64))
+    rmask = (case.recurrent_dropout_mask
+             if case.training and case.recurrent_dropout_mask is not None else None)
+    g = gamma(result.trace.accumulation + 2, u)
+
+    steps = result.trace.steps
+    shape = steps[0].h.shape
+    Ho, Wo = shape[1:3]
+    pad = oracle._same_pad_spec(Ho, Wo, kh, kw)
+    dh = np.zeros(shape)
+    dc = np.zeros(shape)
+    dout = np.zeros(shape)
+    outs = []
+    for st in steps:
+        dz = g * st.mag
+        if dh.any():
+            for gi in range(4):
+                sl = slice(gi * F, (gi + 1) * F)
+                dhg = dh * np.abs(rmask[gi]) if rmask is not None else dh
+                dz[..., sl] += oracle.conv2d(np.pad(dhg, pad), absU[..., sl])
+        d = np.empty_like(dz)
+        for gi, fn in enumerate((ract, ract, act, ract)):
+            sl = slice(gi * F, (gi + 1) * F)
+            d[..., sl] = (_slope(fn, st.z[..., sl], dz[..., sl]) * dz[..., sl]
+                          + _act_err(st.gates[..., sl], u))
+        i, f, gc, o = (st.gates[..., k * F:(k + 1) * F] for k in range(4))
+        di, df, dg, do = (d[..., k * F:(k + 1) * F] for k in range(4))
+        fc, ig = np.abs(f * st.c_prev), np.abs(i * gc)
+        dc_new = (np.abs(f) * dc + np.abs(st.c_prev) * df + np.abs(i) * dg + np.abs(gc) * di
+                  + 2 * u * (fc + ig) + u * np.abs(st.c))
+        a = act(st.c)
+        da = _slope(act, st.c, dc_new) * dc_new + _act_err(a, u)
+        dh_new = np.abs(o) * da + np.abs(a) * do + 2 * u * np.abs(st.h)
+        sel = st.active[:, None, None, None]
+        dh = np.where(sel, dh_new, dh)
+        dc = np.where(sel, dc_new, dc)
+        dout = np.where(sel, dh_new, dout)
+        outs.append(dout)
+
+    cf = case.channels_first
+    if cfg.get("return_sequences", False):
+        out = oracle._from_last(np.stack(outs, axis=1), cf, time_axis=True)
+    else:
+        out = oracle._from_last(outs[-1], cf, time_axis=False)
+    return {"output": out, "h": oracle._from_last(dh, cf, False),
+            "c": oracle._from_last(dc, cf, False)}
+
+
+def budgets(case: Case, result: "oracle.Result | None" = None) -> dict[str, np.ndarray]:
+    """Per-element budgets for comparing an implementation of ``case.dtype``."""
+    if result is None:
+        result = oracle.forward(case)
+    u = UNIT_ROUNDOFF[case.dtype]
+    impl = error_bounds(case, result, u)
+    own = error_bounds(case, result, UNIT_ROUNDOFF["float64"])
+    return {k: SAFETY * (impl[k] + own[k]) for k in impl}
+
+
+@dataclass
+class TensorError:
+    """Measured error of one returned tensor against its budget."""
+
+    name: str
+    max_abs: float
+    budget: float           # the budget at the worst element
+    ratio: float            # max over elements of |error| / budget
+    index: tuple = ()
+
+    def to_json(self) -> dict:
+        return {"max_abs": self.max_abs, "budget": self.budget, "ratio": self.ratio,
+                "index": list(self.index)}
+
+
+@dataclass
+class Verdict:
+    passed: bool
+    errors: dict[str, TensorError] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def worst(self) -> float:
+        if self.problems:
+            return math.inf
+        return max((e.ratio for e in self.errors.values()), default=0.0)
+
+    def describe(self) -> str:
+        lines = list(self.problems)
+        for e in self.errors.values():
+            flag = "FAIL" if e.ratio > 1 else "ok"
+            lines.append(f"{e.name}: max |error| {e.max_abs:.3g}, budget {e.budget:.3g} at "
+                         f"{e.index}, error/budget {e.ratio:.3g} [{flag}]")
+        return "\n".join(lines)
+
+
+def compare_tensor(name: str, got: np.ndarray, want: np.ndarray,
+                   budget: np.ndarray) -> TensorError | str:
+    """Compare one tensor; a string when the shapes or special values disagree."""
+    got = np.asarray(got, dtype=np.float64)
+    if got.shape != want.shape:
+        return f"{name}: shape {got.shape}, expected {want.shape}"
+    # NaN and Inf are compared as such, not as numbers.
+    nan_g, nan_w = np.isnan(got), np.isnan(want)
+    if (nan_g != nan_w).any():
+        idx = tuple(int(v) for v in np.argwhere(nan_g != nan_w)[0])
+        return f"{name}: NaN at {idx} in {'result' if nan_g[idx] else 'oracle'} only"
+    inf_g, inf_w = np.isinf(got), np.isinf(want)
+    if (inf_g != inf_w).any() or (np.sign(got[inf_g]) != np.sign(want[inf_w])).any():
+        idx = tuple(int(v) for v in np.argwhere((inf_g != inf_w) | (inf_g & (got != want)))[0])
+        return f"{name}: infinity mismatch at {idx}: got {got[idx]}, expected {want[idx]}"
+    finite = ~(nan_w | inf_w)
+    err = np.where(finite, np.abs(got - want), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(err > 0, err / np.where(budget > 0, budget, 0.0), 0.0)
+    ratio = np.nan_to_num(ratio, nan=math.inf)
+    if ratio.size == 0:
+        return TensorError(name, 0.0, 0.0, 0.0)
+    flat = int(np.argmax(ratio))
+    idx = tuple(int(v) for v in np.unravel_index(flat, ratio.shape))
+    return TensorError(name, float(err.max()), float(budget[idx]), float(ratio[idx]), idx)
+
+
+def judge(case: Case, outcome: Outcome, oracle_result: "oracle.Result | None" = None) -> Verdict:
+    """Judge an implementation's outcome for ``case`` against the oracle."""
+    if outcome.status != OK:
+        return Verdict(False, problems=[f"implementation did not return: {outcome.summary()}"])
+    if oracle_result is None:
+        oracle_result = oracle.forward(case)
+    bud = budgets(case, oracle_result)
+    want = {"output": oracle_result.output, "h": oracle_result.h, "c": oracle_result.c}
+    names = ["output", "h", "c"] if case.config.get("return_state", False) else ["output"]
+    if len(outcome.outputs) != len(names):
+        return Verdict(False, problems=[f"returned {len(outcome.outputs)} tensors, expected "
+                                        f"{len(names)} ({', '.join(names)})"])
+    verdict = Verdict(True)
+    for name, got in zip(names, outcome.outputs):
+        res = compare_tensor(name, got, want[name], bud[name])
+        if isinstance(res, str):
+            verdict.problems.append(res)
+        else:
+            verdict.errors[name] = res
+    verdict.passed = not verdict.problems and verdict.worst <= 1.0
+    return verdict
