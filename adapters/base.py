@@ -52,6 +52,8 @@ class Case:
 
     config: dict[str, Any]
     inputs: np.ndarray
+    # Without weights the layer runs with its own initializers and reports the
+    # weights it used in Outcome.weights.
     kernel: np.ndarray | None = None
     recurrent_kernel: np.ndarray | None = None
     bias: np.ndarray | None = None
@@ -153,6 +155,9 @@ class Outcome:
     dtypes: list[str] = field(default_factory=list)
     error: ErrorInfo | None = None
     grads: dict[str, np.ndarray] = field(default_factory=dict)
+    # The canonical weights the layer ran with, when the case gave none and the
+    # layer used its own initializers (kernel, recurrent_kernel, bias).
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
     detail: str = ""        # refusal reason, adapter traceback, stderr tail
     duration_s: float = 0.0
 
@@ -168,6 +173,7 @@ class Outcome:
     def save(self, path: str | Path) -> None:
         arrays = {f"out{i}": a for i, a in enumerate(self.outputs)}
         arrays.update({f"grad_{k}": v for k, v in self.grads.items()})
+        arrays.update({f"weight_{k}": v for k, v in self.weights.items()})
         meta = {"status": self.status, "structure": self.structure, "dtypes": self.dtypes,
                 "error": asdict(self.error) if self.error else None,
                 "detail": self.detail, "duration_s": self.duration_s,
@@ -189,6 +195,7 @@ class Outcome:
                        dtypes=[str(d) for d in meta.get("dtypes", [])],
                        error=ErrorInfo(**err) if err else None,
                        grads={k[5:]: v for k, v in arrays.items() if k.startswith("grad_")},
+                       weights={k[7:]: v for k, v in arrays.items() if k.startswith("weight_")},
                        detail=str(meta.get("detail", "")),
                        duration_s=float(meta.get("duration_s", 0.0)))
         except (KeyError, TypeError, ValueError) as exc:
@@ -248,7 +255,7 @@ class Capabilities:
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name in SET_FEATURES:
-            out[name] = sorted(getattr(self, name))
+            out[name] = sorted(getattr(self, name), key=lambda v: (v is None, str(v)))
         for name in BOOL_FEATURES:
             out[name] = bool(getattr(self, name))
         return out

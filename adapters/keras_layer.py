@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from adapters.registry import gpu_present
 from adapters.base import (ADAPTER_ERROR, CALL, CONSTRUCT, OK, RAISED, Adapter,
                            Capabilities, Case, ErrorInfo, Outcome)
 
@@ -46,12 +47,17 @@ class KerasConvLSTM(Adapter):
         self.backend = backend if flavor == "keras3" else "tensorflow"
         self.name = f"keras3-{backend}" if flavor == "keras3" else "tf-keras"
         self._mod = None
-        self._stateful_layer = None
 
     # -- capabilities --------------------------------------------------
     def capabilities(self) -> Capabilities:
         keras3 = self.flavor == "keras3"
+        formats = {"channels_last", "channels_first"}
+        if self.backend == "tensorflow" and not gpu_present():
+            # TensorFlow has no NCHW Conv2D kernel on the CPU, as the Keras conv
+            # docs say (keras-team/keras#17034); claim it only where a GPU runs it.
+            formats = {"channels_last"}
         return Capabilities(
+            data_format=frozenset(formats),
             activation=KERAS3_ACTIVATIONS if keras3 else TF_KERAS_ACTIVATIONS,
             recurrent_activation=KERAS3_ACTIVATIONS if keras3 else TF_KERAS_ACTIVATIONS,
             dtype=frozenset({"float64", "float32", "float16", "bfloat16"}),
@@ -122,10 +128,11 @@ class KerasConvLSTM(Adapter):
                 layer.build(tuple(x.shape))
             else:
                 layer.build((None,) + tuple(x.shape[1:]))
-            weights = [case.kernel, case.recurrent_kernel]
-            if kwargs.get("use_bias", True):
-                weights.append(case.bias)
-            layer.set_weights([self._tensor(w, case.dtype) for w in weights])
+            if case.kernel is not None:
+                weights = [case.kernel, case.recurrent_kernel]
+                if kwargs.get("use_bias", True):
+                    weights.append(case.bias)
+                layer.set_weights([self._tensor(w, case.dtype) for w in weights])
             call_kwargs: dict[str, Any] = {"training": bool(case.training)}
             if case.initial_state is not None:
                 call_kwargs["initial_state"] = [self._tensor(s, case.dtype) for s in case.initial_state]
@@ -141,6 +148,10 @@ class KerasConvLSTM(Adapter):
             tensors, structure = [result], "tensor"
         arrays = [self._to_numpy(t) for t in tensors]
         dtypes = [str(a.dtype) for a in arrays]
+        used = {}
+        if case.kernel is None:
+            names = ["kernel", "recurrent_kernel", "bias"]
+            used = {n: np.asarray(w, dtype=np.float64) for n, w in zip(names, layer.get_weights())}
         return Outcome(status=OK, outputs=[a.astype(np.float64) for a in arrays],
-                       structure=structure, dtypes=dtypes,
+                       structure=structure, dtypes=dtypes, weights=used,
                        duration_s=time.perf_counter() - start)

@@ -1,0 +1,34 @@
+"""Argument constraints: every forbidding clause raises the documented error.
+
+For each clause that forbids something (an argument outside its domain, strides
+with dilation, an input too small for the kernel, inputs of the wrong rank),
+configurations breaking exactly that clause must raise the exception type the
+spec names, at the moment it names, with a message matching its pattern.
+Accepting such a configuration silently is a failure.
+"""
+from hypothesis import given
+
+from conformance import harness
+from conformance.strategies import invalid_configs, make_case, seeds
+
+CLAUSE_KINDS = ("domain", "constraint")
+
+
+def test_invalid_configuration_raises(adapter_name, clause_id, adapters, spec, record,
+                                      results_dir, size):
+    adapter = adapters.get(adapter_name)
+    clause = spec.clause(clause_id)
+    ctx = harness.Context(spec, adapter, clause, record, results_dir, test="arguments")
+    if not adapter.capabilities().argument_validation:
+        import pytest
+        pytest.skip(f"{adapter_name} does not claim argument validation")
+
+    @given(drawn=invalid_configs(spec, clause, caps=adapter.capabilities(), size=size),
+           seed=seeds())
+    def example(drawn, seed):
+        case = make_case(spec, drawn, seed, weights=False)
+        outcome = adapter.run(case)
+        ctx.conclude(drawn, case, harness.check_raises(clause, outcome), outcome=outcome)
+
+    example()
+    ctx.finish()

@@ -1,0 +1,49 @@
+"""Numerical conformance against the float64 oracle: clauses of kind semantics.
+
+Each semantic clause names a focus (the argument values that exercise it);
+Hypothesis draws configurations inside that focus and inside the adapter's
+claimed capabilities, and output, final h and final c are compared element by
+element against the oracle under the budgets of conformance/tolerance.py.
+A mismatch is run a second time to tell nondeterminism from divergence.
+"""
+from hypothesis import given, strategies as st
+
+from conformance import harness, tolerance
+from conformance.strategies import WEIGHT_SCALES, configs, focus_for, make_case, seeds
+
+CLAUSE_KINDS = ("semantics",)
+# Numerics in the formats every adapter is judged in here; half precision and
+# mixed policies have their own clauses.
+DTYPES = ("float32", "float64")
+
+
+def test_matches_oracle(adapter_name, clause_id, adapters, spec, record, results_dir, size):
+    adapter = adapters.get(adapter_name)
+    clause = spec.clause(clause_id)
+    caps = adapter.capabilities()
+    ctx = harness.Context(spec, adapter, clause, record, results_dir, test="numerics")
+    focus = focus_for(spec, clause)
+    harness.skip_unless_claimed(adapter, focus, clause_id)
+    if caps.return_state:
+        focus.setdefault("return_state", [True])   # judge h and c too
+    dtypes = [d for d in DTYPES if d in caps.dtype]
+    if not dtypes:
+        import pytest
+        pytest.skip(f"{adapter_name} claims none of {DTYPES}")
+
+    @given(drawn=configs(spec, focus=focus, sizes=clause.sizes, caps=caps, size=size),
+           seed=seeds(), dtype=st.sampled_from(dtypes), scale=st.sampled_from(WEIGHT_SCALES))
+    def example(drawn, seed, dtype, scale):
+        case = make_case(spec, drawn, seed, dtype=dtype, scale=scale)
+        outcome = adapter.run(case)
+        verdict = tolerance.judge(case, outcome)
+        problem = None
+        if not verdict.passed:
+            again = tolerance.judge(case, adapter.run(case))
+            kind = ("diverges from the oracle" if not again.passed
+                    else "is nondeterministic: a second run of the same case passed")
+            problem = f"{kind}\n  " + verdict.describe().replace("\n", "\n  ")
+        ctx.conclude(drawn, case, problem, errors=verdict.errors, outcome=outcome)
+
+    example()
+    ctx.finish()

@@ -1,0 +1,296 @@
+"""Results history in SQLite, to compare runs across framework releases.
+
+A run is stored at the granularity maintainers compare: one row per
+(clause, adapter) cell with its status and counts, plus the package versions of
+every adapter.  Storing is idempotent on ``run_id``: adding the same run again
+replaces its rows, so re-adding after late workers finished is safe.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import records
+from .records import BAD, Results
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id      TEXT PRIMARY KEY,
+    started     TEXT,
+    started_utc TEXT,      -- normalised, for ordering runs written in other time zones
+    finished    TEXT,
+    profile     TEXT,
+    command     TEXT,
+    environment TEXT,      -- JSON
+    totals      TEXT,      -- JSON {outcome: count}
+    source      TEXT,
+    added_at    TEXT NOT NULL,
+    seq         INTEGER NOT NULL   -- insertion order, the tie-breaker
+);
+CREATE TABLE IF NOT EXISTS adapters (
+    run_id   TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    adapter  TEXT NOT NULL,
+    status   TEXT,
+    versions TEXT,         -- JSON {package: version}
+    PRIMARY KEY (run_id, adapter)
+);
+CREATE TABLE IF NOT EXISTS cells (
+    run_id      TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    clause      TEXT NOT NULL,
+    adapter     TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    counts      TEXT NOT NULL, -- JSON {outcome: count}
+    worst_ratio REAL,
+    PRIMARY KEY (run_id, clause, adapter)
+);
+"""
+
+
+class HistoryError(Exception):
+    """The history database cannot be used as asked."""
+
+
+@dataclass
+class Snapshot:
+    """What a run looked like, enough to compare it with another."""
+
+    run_id: str
+    started: str | None = None
+    started_utc: str | None = None
+    profile: str = ""
+    cells: dict[tuple[str, str], str] = field(default_factory=dict)  # -> status
+    adapter_status: dict[str, str] = field(default_factory=dict)
+    versions: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass
+class PairChange:
+    clause: str
+    adapter: str
+    before: str | None
+    after: str | None
+
+
+@dataclass
+class VersionChange:
+    adapter: str
+    package: str
+    before: str | None
+    after: str | None
+
+
+@dataclass
+class Diff:
+    run_a: str
+    run_b: str
+    newly_failing: list[PairChange] = field(default_factory=list)
+    newly_fixed: list[PairChange] = field(default_factory=list)
+    other_changes: list[PairChange] = field(default_factory=list)
+    added: list[PairChange] = field(default_factory=list)
+    removed: list[PairChange] = field(default_factory=list)
+    version_changes: list[VersionChange] = field(default_factory=list)
+    adapter_changes: list[PairChange] = field(default_factory=list)  # clause = ""
+
+    @property
+    def empty(self) -> bool:
+        return not any((self.newly_failing, self.newly_fixed, self.other_changes, self.added,
+                        self.removed, self.version_changes, self.adapter_changes))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RunRow:
+    run_id: str
+    started: str | None
+    finished: str | None
+    profile: str
+    totals: dict[str, int]
+    adapters: int
+    added_at: str
+
+
+# -- public API --------------------------------------------------------------
+
+def add(results_dir: str | Path, db: str | Path) -> tuple[str, bool]:
+    """Store the run in ``results_dir``; return (run_id, whether it was new)."""
+    return add_results(records.load(results_dir), db)
+
+
+def add_results(results: Results, db: str | Path) -> tuple[str, bool]:
+    run = results.run
+    if not run.run_id:
+        raise HistoryError(f"{results.directory}: the run has no run_id; cannot store it")
+    snap = snapshot(results)
+    with closing(_connect(db, create=True)) as conn, conn:
+        old = conn.execute("SELECT seq, added_at FROM runs WHERE run_id = ?",
+                           (run.run_id,)).fetchone()
+        if old:
+            conn.execute("DELETE FROM runs WHERE run_id = ?", (run.run_id,))
+            seq, added_at = old
+        else:
+            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM runs").fetchone()[0]
+            added_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        conn.execute(
+            "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (run.run_id, run.started, snap.started_utc, run.finished, run.profile, run.command,
+             json.dumps(run.environment, sort_keys=True, default=str),
+             json.dumps(dict(results.totals()), sort_keys=True),
+             str(Path(results.directory).resolve()), added_at, seq))
+        conn.executemany(
+            "INSERT INTO adapters VALUES (?,?,?,?)",
+            [(run.run_id, a.name, a.status, json.dumps(a.versions, sort_keys=True))
+             for a in results.adapters if a.declared])
+        conn.executemany(
+            "INSERT INTO cells VALUES (?,?,?,?,?,?)",
+            [(run.run_id, c.clause, c.adapter, c.status, json.dumps(dict(c.counts), sort_keys=True),
+              _finite_or_none(c.worst_ratio))
+             for c in results.matrix().values()])
+    return run.run_id, old is None
+
+
+def runs(db: str | Path) -> list[RunRow]:
+    """Every stored run, oldest first."""
+    with closing(_connect(db)) as conn:
+        rows = conn.execute(
+            "SELECT r.run_id, r.started, r.finished, r.profile, r.totals, r.added_at, "
+            "(SELECT COUNT(*) FROM adapters a WHERE a.run_id = r.run_id) "
+            "FROM runs r ORDER BY " + _ORDER).fetchall()
+    return [RunRow(run_id, started, finished, profile or "", json.loads(totals or "{}"),
+                   n, added_at)
+            for run_id, started, finished, profile, totals, added_at, n in rows]
+
+
+def diff(db: str | Path, run_a: str, run_b: str) -> Diff:
+    """What changed from ``run_a`` to ``run_b`` (ids or unique id prefixes)."""
+    with closing(_connect(db)) as conn:
+        a = _load_snapshot(conn, _resolve(conn, run_a))
+        b = _load_snapshot(conn, _resolve(conn, run_b))
+    return compare(a, b)
+
+
+def previous(db: str | Path, current: Snapshot) -> Snapshot | None:
+    """The latest stored run that started before ``current`` (another run id)."""
+    with closing(_connect(db)) as conn:
+        rows = conn.execute("SELECT run_id, started_utc FROM runs WHERE run_id != ? ORDER BY "
+                            + _ORDER, (current.run_id,)).fetchall()
+        if current.started_utc:
+            # Runs with an unknown start time cannot be placed; leave them out.
+            rows = [r for r in rows if r[1] and r[1] < current.started_utc]
+        return _load_snapshot(conn, rows[-1][0]) if rows else None
+
+
+def snapshot(results: Results) -> Snapshot:
+    return Snapshot(
+        run_id=results.run.run_id, started=results.run.started,
+        started_utc=_utc(results.run.started), profile=results.run.profile,
+        cells={k: c.status for k, c in results.matrix().items()},
+        adapter_status={a.name: a.status for a in results.adapters if a.declared},
+        versions={a.name: dict(a.versions) for a in results.adapters if a.declared})
+
+
+def compare(a: Snapshot, b: Snapshot) -> Diff:
+    d = Diff(a.run_id, b.run_id)
+    for key in sorted(set(a.cells) | set(b.cells)):
+        before, after = a.cells.get(key), b.cells.get(key)
+        change = PairChange(key[0], key[1], before, after)
+        if before is None:
+            d.added.append(change)
+        elif after is None:
+            d.removed.append(change)
+        if after in BAD and before not in BAD:
+            d.newly_failing.append(change)
+        elif before in BAD and after is not None and after not in BAD:
+            d.newly_fixed.append(change)
+        elif before is not None and after is not None and before != after:
+            d.other_changes.append(change)
+    for name in sorted(set(a.adapter_status) | set(b.adapter_status)):
+        before, after = a.adapter_status.get(name), b.adapter_status.get(name)
+        if before != after:
+            d.adapter_changes.append(PairChange("", name, before, after))
+        va, vb = a.versions.get(name, {}), b.versions.get(name, {})
+        for pkg in sorted(set(va) | set(vb)):
+            if va.get(pkg) != vb.get(pkg):
+                d.version_changes.append(VersionChange(name, pkg, va.get(pkg), vb.get(pkg)))
+    return d
+
+
+# -- internals ---------------------------------------------------------------
+
+# NULL start times sort first; insertion order breaks ties.
+_ORDER = "started_utc IS NOT NULL, started_utc, seq"
+
+
+def _connect(db: str | Path, create: bool = False) -> sqlite3.Connection:
+    path = Path(db)
+    if not create and not path.exists():
+        raise HistoryError(f"{path}: no such history database")
+    try:
+        conn = sqlite3.connect(path)
+        conn.execute("PRAGMA foreign_keys = ON")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            conn.close()
+            raise HistoryError(f"{path}: history schema version {version} is newer than "
+                               f"this tool's ({SCHEMA_VERSION})")
+        if version == 0:
+            tables = {r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables - {"runs", "adapters", "cells"}:
+                conn.close()
+                raise HistoryError(f"{path}: an SQLite database, but not a results history")
+            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return conn
+    except sqlite3.DatabaseError as exc:
+        raise HistoryError(f"{path}: not a usable history database ({exc})") from exc
+
+
+def _resolve(conn: sqlite3.Connection, run_id: str) -> str:
+    if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone():
+        return run_id
+    escaped = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    matches = [r[0] for r in conn.execute(
+        "SELECT run_id FROM runs WHERE run_id LIKE ? ESCAPE '\\'", (escaped + "%",))]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise HistoryError(f"no run {run_id!r} in the history")
+    raise HistoryError(f"run id prefix {run_id!r} is ambiguous: {', '.join(matches[:5])}")
+
+
+def _load_snapshot(conn: sqlite3.Connection, run_id: str) -> Snapshot:
+    started, started_utc, profile = conn.execute(
+        "SELECT started, started_utc, profile FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    snap = Snapshot(run_id, started, started_utc, profile or "")
+    for clause, adapter, status in conn.execute(
+            "SELECT clause, adapter, status FROM cells WHERE run_id = ?", (run_id,)):
+        snap.cells[(clause, adapter)] = status
+    for adapter, status, versions in conn.execute(
+            "SELECT adapter, status, versions FROM adapters WHERE run_id = ?", (run_id,)):
+        snap.adapter_status[adapter] = status
+        snap.versions[adapter] = json.loads(versions or "{}")
+    return snap
+
+
+def _utc(stamp: str | None) -> str | None:
+    if not stamp:
+        return None
+    try:
+        when = datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+    if when.tzinfo is not None:
+        when = when.astimezone(timezone.utc).replace(tzinfo=None)
+    return when.isoformat(timespec="microseconds")
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    # SQLite has no NaN; keep inf (it sorts sensibly) and drop NaN.
+    return None if value is None or value != value else value
