@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from adapters.base import (CALL, Adapter, Capabilities, Case, ErrorInfo,
-                           Outcome, OK, RAISED, ADAPTER_ERROR)
+                           Outcome, OK, RAISED, REFUSED, ADAPTER_ERROR)
 
 # --------------------------------------------------------------------------
 # Activations, as Keras 3 defines them (keras/src/activations/activations.py).
@@ -305,6 +305,8 @@ class NumpyOracle(Adapter):
 
     def run(self, case: Case) -> Outcome:
         start = time.perf_counter()
+        if case.kernel is None or case.recurrent_kernel is None:
+            return Outcome(status=REFUSED, detail="the oracle has no initializers: give it weights")
         try:
             res = forward(case)
         except ValueError as exc:

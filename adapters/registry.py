@@ -95,13 +95,50 @@ def create(spec: AdapterSpec) -> Adapter:
         from adapters.worker import WorkerAdapter
         return WorkerAdapter(spec.name, spec.target, spec.kwargs, env=spec.env)
     from adapters.worker import _instantiate
-    return _instantiate(spec.target, spec.kwargs)
+    return Guarded(_instantiate(spec.target, spec.kwargs))
 
 
 def from_object(path: str) -> Adapter:
     """An in-process third-party adapter named ``module:attr`` (class or factory)."""
     from adapters.worker import _instantiate
-    return _instantiate(path, {})
+    return Guarded(_instantiate(path, {}))
+
+
+class Guarded(Adapter):
+    """An in-process adapter whose exceptions become outcomes.
+
+    The interface says ``run`` never raises; a third-party adapter that does
+    anyway is recorded as an adapter error for that case, with its traceback,
+    and the run goes on.
+    """
+
+    def __init__(self, inner: Adapter):
+        self.inner = inner
+        self.name = inner.name
+
+    def capabilities(self):
+        return self.inner.capabilities()
+
+    def versions(self):
+        return self.inner.versions()
+
+    def run(self, case):
+        import time
+        import traceback
+        from adapters.base import ADAPTER_ERROR, Outcome
+        start = time.perf_counter()
+        try:
+            return self.inner.run(case)
+        except Exception:
+            return Outcome(status=ADAPTER_ERROR, duration_s=time.perf_counter() - start,
+                           detail=f"{self.name}.run raised instead of returning an outcome:\n"
+                                  + traceback.format_exc()[-3000:])
+
+    def reset(self):
+        getattr(self.inner, "reset", lambda: None)()
+
+    def close(self):
+        self.inner.close()
 
 
 def entry_point_adapters() -> dict[str, str]:

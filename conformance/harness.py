@@ -43,6 +43,7 @@ class Context:
     record: dict
     results_dir: Path
     test: str = "numerics"
+    key: str = ""             # how the command line named the adapter
     examples: int = 0
     worst: float = 0.0
     expected: dict = field(default_factory=dict)   # Expectation -> [failed, passed]
@@ -83,7 +84,7 @@ class Context:
         # One file per test: Hypothesis replays the minimal example last, so
         # the file left behind is the shrunk one.
         path = case.save(cases_dir / f"{safe}.npz")
-        repro = repro_command(path, self.adapter.name, self.clause.id)
+        repro = repro_command(path, self.key or self.adapter.name, self.clause.id)
         lines = [f"[{self.clause.id}] {self.adapter.name}: {problem}",
                  f"  clause: {self.clause.title} ({self.spec.path.name}:{self.clause.line})",
                  f"  config: {_fmt_config(drawn.config)}",

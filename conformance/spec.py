@@ -236,6 +236,7 @@ class Clause:
     last_step_equals: str | None = None
     focus: Mapping[str, tuple] = field(default_factory=dict)
     sizes: Mapping[str, int] = field(default_factory=dict)
+    initial_bias: tuple = ()        # ((Expr, (i, f, c, o)), ...)
     argument: str | None = None     # for domain clauses: the argument they guard
 
     @property
@@ -454,7 +455,9 @@ class _Builder:
                 returns=returns,
                 identical=tuple(tuple(g) for g in c.get("identical") or ()),
                 last_step_equals=c.get("last_step_equals"),
-                focus=focus, sizes=dict(c.get("sizes") or {})))
+                focus=focus, sizes=dict(c.get("sizes") or {}),
+                initial_bias=tuple((self.expr(b["when"], self.names, b.line), tuple(b["gates"]))
+                                   for b in c.get("initial_bias") or ())))
         sha = hashlib.sha256(self.path.read_bytes()).hexdigest()
         return Spec(self.path, doc["layer"], sources, derived, arguments, clauses, sha)
 

@@ -18,7 +18,8 @@ def test_invalid_configuration_raises(adapter_name, clause_id, adapters, spec, r
                                       results_dir, size):
     adapter = adapters.get(adapter_name)
     clause = spec.clause(clause_id)
-    ctx = harness.Context(spec, adapter, clause, record, results_dir, test="arguments")
+    ctx = harness.Context(spec, adapter, clause, record, results_dir, test="arguments",
+                          key=adapter_name)
     if not adapter.capabilities().argument_validation:
         import pytest
         pytest.skip(f"{adapter_name} does not claim argument validation")

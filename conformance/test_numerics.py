@@ -21,7 +21,8 @@ def test_matches_oracle(adapter_name, clause_id, adapters, spec, record, results
     adapter = adapters.get(adapter_name)
     clause = spec.clause(clause_id)
     caps = adapter.capabilities()
-    ctx = harness.Context(spec, adapter, clause, record, results_dir, test="numerics")
+    ctx = harness.Context(spec, adapter, clause, record, results_dir, test="numerics",
+                          key=adapter_name)
     focus = focus_for(spec, clause)
     harness.skip_unless_claimed(adapter, focus, clause_id)
     if caps.return_state:

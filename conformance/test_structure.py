@@ -15,7 +15,8 @@ CLAUSE_KINDS = ("structure", "shape", "layout")
 def test_structure(adapter_name, clause_id, adapters, spec, record, results_dir, size):
     adapter = adapters.get(adapter_name)
     clause = spec.clause(clause_id)
-    ctx = harness.Context(spec, adapter, clause, record, results_dir, test="structure")
+    ctx = harness.Context(spec, adapter, clause, record, results_dir, test="structure",
+                          key=adapter_name)
     try:
         focus = focus_for(spec, clause)
     except Unsatisfiable as exc:

@@ -202,7 +202,8 @@ def compare_tensor(name: str, got: np.ndarray, want: np.ndarray,
         idx = tuple(int(v) for v in np.argwhere((inf_g != inf_w) | (inf_g & (got != want)))[0])
         return f"{name}: infinity mismatch at {idx}: got {got[idx]}, expected {want[idx]}"
     finite = ~(nan_w | inf_w)
-    err = np.where(finite, np.abs(got - want), 0.0)
+    with np.errstate(invalid="ignore"):
+        err = np.where(finite, np.abs(got - want), 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(err > 0, err / np.where(budget > 0, budget, 0.0), 0.0)
     ratio = np.nan_to_num(ratio, nan=math.inf)

@@ -1,0 +1,94 @@
+"""Strategy properties: valid draws satisfy every clause, invalid draws break
+exactly the named one, by construction (rejection rate measured)."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from adapters.base import Capabilities, required_features
+from conformance.spec import load_cached
+from conformance.strategies import (BIG, Chooser, configs, draw_config, focus_for, invalid_configs,
+                                    make_case, rejection_rate)
+
+SPEC = load_cached()
+FORBIDDING = [c.id for c in SPEC.forbidding()]
+
+
+@settings(max_examples=200, deadline=None)
+@given(drawn=configs(SPEC))
+def test_valid_draws_break_no_clause(drawn):
+    assert SPEC.violations(drawn.config, drawn.dims) == [], drawn
+
+
+@pytest.mark.parametrize("clause_id", FORBIDDING)
+def test_invalid_draws_break_exactly_their_clause(clause_id):
+    clause = SPEC.clause(clause_id)
+
+    @settings(max_examples=40, deadline=None)
+    @given(drawn=invalid_configs(SPEC, clause))
+    def check(drawn):
+        assert SPEC.violations(drawn.config, drawn.dims, drawn.input_rank) == [clause_id], drawn
+
+    check()
+
+
+def test_rejection_rate_is_zero_for_valid_draws():
+    stats = rejection_rate(SPEC, n=1500, seed=11)
+    assert stats.rate == 0.0, f"{stats.drawn - stats.kept} of {stats.drawn} valid draws rejected"
+    assert rejection_rate(SPEC, n=300, seed=12, size=BIG).rate == 0.0
+
+
+@pytest.mark.parametrize("clause_id", FORBIDDING)
+def test_rejection_rate_is_zero_for_invalid_draws(clause_id):
+    stats = rejection_rate(SPEC, n=300, seed=13, breaking=SPEC.clause(clause_id))
+    assert stats.rate == 0.0, f"{clause_id}: {stats.drawn - stats.kept} of {stats.drawn} rejected"
+
+
+def test_draws_cover_the_drawn_values():
+    """Every value listed for drawing shows up: nothing is silently unreachable."""
+    rng = np.random.default_rng(5)
+    seen = {}
+    for _ in range(600):
+        d = draw_config(Chooser(rng=rng), SPEC)
+        for k, v in d.config.items():
+            seen.setdefault(k, set()).add(repr(v))
+    for arg in SPEC.arguments.values():
+        if arg.draw is not None and arg.draw.values is not None:
+            missing = {repr(v) for v in arg.draw.values} - seen.get(arg.name, set())
+            assert not missing, f"{arg.name}: never drew {missing}"
+
+
+def test_capabilities_restrict_draws():
+    caps = Capabilities(padding=frozenset({"same"}), data_format=frozenset({"channels_last"}),
+                        activation=frozenset({"tanh"}), recurrent_activation=frozenset({"sigmoid"}),
+                        strides=False, dilation=False, no_bias=False, go_backwards=False,
+                        kernel_parity=frozenset({"odd"}), non_square=False)
+    rng = np.random.default_rng(2)
+    for k in range(300):
+        drawn = draw_config(Chooser(rng=rng), SPEC, caps=caps)
+        case = make_case(SPEC, drawn, k)
+        assert caps.covers(case), (drawn.config, caps.missing(required_features(case)))
+
+
+def test_focus_for_structure_clauses():
+    focus = focus_for(SPEC, SPEC.clause("STRUCT-SEQUENCE-STATE"))
+    assert focus == {"return_sequences": [True], "return_state": [True]}
+    focus = focus_for(SPEC, SPEC.clause("SHAPE-SAME"))
+    assert {p.lower() for p in focus["padding"]} == {"same"}
+
+
+def test_big_draws_are_bigger():
+    rng = np.random.default_rng(3)
+    small = [draw_config(Chooser(rng=rng), SPEC).dims["rows"] for _ in range(200)]
+    big = [draw_config(Chooser(rng=rng), SPEC, size=BIG).dims["rows"] for _ in range(200)]
+    assert max(big) > max(small)
+
+
+def test_arrays_are_exactly_representable_in_the_case_dtype():
+    rng = np.random.default_rng(4)
+    drawn = draw_config(Chooser(rng=rng), SPEC)
+    for dtype in ("float16", "float32", "bfloat16"):
+        case = make_case(SPEC, drawn, 0, dtype=dtype)
+        from conformance.strategies import round_to
+        for name, arr in case.arrays().items():
+            if arr.dtype.kind == "f":
+                np.testing.assert_array_equal(round_to(arr, dtype), arr, err_msg=f"{name} {dtype}")

@@ -1,0 +1,108 @@
+"""The tolerance model: no false alarm on a correct implementation written
+differently, and every mutant caught."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from adapters.base import Case, Outcome
+from conformance import tolerance
+from conformance.spec import load_cached
+from conformance.strategies import WEIGHT_SCALES, Chooser, configs, draw_config, make_case, seeds
+from tests.mutants import MUTATIONS, Float32ConvLSTM
+
+SPEC = load_cached()
+CORRECT = Float32ConvLSTM()
+CAPS = CORRECT.capabilities()
+
+
+@settings(max_examples=120, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(drawn=configs(SPEC, caps=CAPS, focus={"return_state": [True]}), seed=seeds())
+def test_correct_float32_implementation_stays_inside_budget(drawn, seed):
+    for scale in WEIGHT_SCALES:
+        case = make_case(SPEC, drawn, seed, scale=scale)
+        verdict = tolerance.judge(case, CORRECT.run(case))
+        # Headroom: a correct float32 implementation uses a small share of the budget.
+        assert verdict.passed and verdict.worst < 0.5, (
+            f"false alarm on a correct float32 implementation, config {drawn.config}, "
+            f"dims {drawn.dims}, scale {scale}:\n{verdict.describe()}")
+
+
+# Configurations on which each mutation must show.
+TARGETS = {
+    "forget_bias_plus_0.01": {},
+    "swap_input_forget": {},
+    "same_pad_top_left": {"padding": ["same"], "kernel_size": [2, [2, 2]], "strides": [1]},
+    "recurrent_valid": {"kernel_size": [3]},
+    "keras2_hard_sigmoid": {"recurrent_activation": ["hard_sigmoid"]},
+    "no_reverse_backwards": {"go_backwards": [True], "return_sequences": [True]},
+    "output_is_c": {"return_sequences": [False]},
+}
+
+
+@pytest.mark.parametrize("mutation", [m for m in MUTATIONS if m])
+def test_every_mutant_is_caught(mutation):
+    mutant = Float32ConvLSTM(mutation)
+    focus = {"return_state": [True], **TARGETS[mutation]}
+    rng = np.random.default_rng(7)
+    caught = 0
+    for k in range(10):
+        drawn = draw_config(Chooser(rng=rng), SPEC, focus=focus, caps=CAPS,
+                            sizes={"timesteps": 3, "rows": 6, "cols": 6})
+        case = make_case(SPEC, drawn, k)
+        caught += not tolerance.judge(case, mutant.run(case)).passed
+    # Some draws cannot show a mutation (one time step, saturated gates); most must.
+    assert caught >= 7, f"mutant {mutation} caught in only {caught} of 10 cases"
+
+
+def test_forget_bias_off_by_a_hundredth_is_far_outside_budget():
+    rng = np.random.default_rng(3)
+    drawn = draw_config(Chooser(rng=rng), SPEC, focus={"return_state": [True]}, caps=CAPS,
+                        sizes={"timesteps": 4})
+    case = make_case(SPEC, drawn, 1)
+    verdict = tolerance.judge(case, Float32ConvLSTM("forget_bias_plus_0.01").run(case))
+    assert verdict.errors["c"].ratio > 10, verdict.describe()
+
+
+def test_gamma_is_the_classical_bound_then_probabilistic():
+    u = tolerance.UNIT_ROUNDOFF["float32"]
+    assert tolerance.gamma(10, u) == pytest.approx(10 * u / (1 - 10 * u))
+    big = tolerance.UNIT_ROUNDOFF["bfloat16"]
+    assert tolerance.gamma(1000, big) == pytest.approx(tolerance.LAMBDA * math.sqrt(1000) * big)
+
+
+def _case():
+    rng = np.random.default_rng(0)
+    drawn = draw_config(Chooser(rng=rng), SPEC, focus={"return_state": [True]}, caps=CAPS)
+    return make_case(SPEC, drawn, 0)
+
+
+def test_nan_and_inf_are_compared_as_such():
+    want = np.array([1.0, np.nan, np.inf])
+    budget = np.full(3, 1e-6)
+    assert tolerance.compare_tensor("x", np.array([1.0, np.nan, np.inf]), want, budget).ratio == 0
+    assert "NaN" in tolerance.compare_tensor("x", np.array([1.0, 2.0, np.inf]), want, budget)
+    assert "infinity" in tolerance.compare_tensor("x", np.array([1.0, np.nan, -np.inf]), want, budget)
+    assert "NaN" in tolerance.compare_tensor("x", np.array([np.nan, np.nan, np.inf]), want, budget)
+
+
+def test_wrong_shape_and_structure_are_problems_not_numbers():
+    case = _case()
+    good = CORRECT.run(case)
+    short = Outcome(status="ok", outputs=good.outputs[:1], structure="tensor")
+    assert not tolerance.judge(case, short).passed
+    bad = Outcome(status="ok", outputs=[good.outputs[0][..., :1]] + good.outputs[1:], structure="list")
+    verdict = tolerance.judge(case, bad)
+    assert not verdict.passed and "shape" in verdict.describe()
+
+
+def test_float64_budget_is_tight():
+    """A float64 result off by 1e-9 relative is a failure: the budget scales with u."""
+    case = _case()
+    case.dtype = "float64"
+    res = tolerance.oracle.forward(case)
+    outputs = [res.output * (1 + 1e-9), res.h, res.c]
+    verdict = tolerance.judge(case, Outcome(status="ok", outputs=outputs, structure="list"))
+    assert not verdict.passed, verdict.describe()
