@@ -29,6 +29,9 @@ class AdapterSpec:
     isolate: bool = True             # run in a worker process
     env: dict[str, str] = field(default_factory=dict)
     needs_gpu: bool = False
+    # Share of each test's examples this adapter gets: implementations that
+    # compile every new configuration (XLA) cost seconds per case.
+    example_share: float = 1.0
 
     def available(self) -> tuple[bool, str]:
         missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
@@ -46,17 +49,17 @@ def gpu_present() -> bool:
     return os.path.exists("/dev/nvidia0") or shutil.which("nvidia-smi") is not None
 
 
-def _keras3(backend: str, lib: str) -> AdapterSpec:
+def _keras3(backend: str, lib: str, share: float = 1.0) -> AdapterSpec:
     return AdapterSpec(f"keras3-{backend}", "adapters.keras_layer:KerasConvLSTM",
                        {"flavor": "keras3", "backend": backend}, ("keras", lib),
-                       env={"KERAS_BACKEND": backend})
+                       env={"KERAS_BACKEND": backend}, example_share=share)
 
 
 KNOWN: tuple[AdapterSpec, ...] = (
     AdapterSpec("oracle", "adapters.numpy_oracle:NumpyOracle", requires=("numpy", "scipy"),
                 isolate=False),
     _keras3("tensorflow", "tensorflow"),
-    _keras3("jax", "jax"),
+    _keras3("jax", "jax", share=0.4),
     _keras3("torch", "torch"),
     AdapterSpec("tf-keras", "adapters.keras_layer:KerasConvLSTM", {"flavor": "tf_keras"},
                 ("tf_keras", "tensorflow")),
@@ -68,8 +71,10 @@ KNOWN: tuple[AdapterSpec, ...] = (
                 ("jax",)),
     AdapterSpec("ref-jax-cuda", "adapters.reference_jax:JaxReference", {"device": "cuda"},
                 ("jax",), needs_gpu=True),
-    AdapterSpec("flax", "adapters.flax_linen:FlaxConvLSTM", requires=("flax", "jax")),
-    AdapterSpec("haiku", "adapters.haiku_conv2dlstm:HaikuConv2DLSTM", requires=("haiku", "jax")),
+    AdapterSpec("flax", "adapters.flax_linen:FlaxConvLSTM", requires=("flax", "jax"),
+                example_share=0.5),
+    AdapterSpec("haiku", "adapters.haiku_conv2dlstm:HaikuConv2DLSTM", requires=("haiku", "jax"),
+                example_share=0.5),
     AdapterSpec("conv-lstm", "adapters.conv_lstm_pypi:ConvLstmPyPI", requires=("conv_lstm", "torch")),
 )
 

@@ -58,7 +58,7 @@ def load_file(path: Path, spec: Spec) -> list[Expectation]:
     if not isinstance(entries, list):
         raise SpecError(path, getattr(entries, "line", 1), "'expected_failures' must be a list")
     names = set(spec.arguments) | {n for n, _ in spec.derived} | {
-        "batch", "timesteps", "rows", "cols", "channels", "input_rank", "dtype"}
+        "batch", "timesteps", "rows", "cols", "channels", "input_rank", "given", "dtype"}
     out = []
     for entry in entries:
         line = getattr(entry, "line", 0)

@@ -55,9 +55,10 @@ class Expr:
     def __call__(self, env: Mapping[str, Any]) -> Any:
         try:
             return _eval(self.tree.body, env)
-        except ExprError:
-            raise
-        except (TypeError, ValueError, ZeroDivisionError, IndexError, OverflowError) as exc:
+        except ExprError as exc:
+            raise ExprError(f"evaluating {self.source!r}: {exc}") from None
+        except (TypeError, ValueError, ZeroDivisionError, IndexError, OverflowError,
+                MemoryError) as exc:
             raise ExprError(f"evaluating {self.source!r}: {type(exc).__name__}: {exc}") from None
 
 
@@ -71,9 +72,12 @@ def parse(source: str, known_names: set[str] | frozenset | None = None) -> Expr:
     except SyntaxError as exc:
         raise ExprError(f"syntax error in {source!r}: {exc.msg}") from None
     names: set[str] = set()
+    callees = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
-            names.add(node.id)
+            # A function name used as a value ("max + 1") is an unknown name.
+            if id(node) not in callees:
+                names.add(node.id)
         elif isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
                 what = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
@@ -83,7 +87,6 @@ def parse(source: str, known_names: set[str] | frozenset | None = None) -> Expr:
                 raise ExprError(f"keyword arguments not allowed in {source!r}")
         elif not isinstance(node, _ALLOWED_NODES):
             raise ExprError(f"{type(node).__name__} not allowed in {source!r}")
-    names -= set(FUNCTIONS)
     if known_names is not None:
         unknown = names - set(known_names)
         if unknown:
@@ -98,6 +101,21 @@ _ALLOWED_NODES = (
 )
 
 
+# Spec arithmetic is on small shapes; refuse operations that could make a
+# malformed spec hang the loader or exhaust memory.
+MAX_EXPONENT = 64
+MAX_REPEAT = 10_000
+
+
+def _check_size(op: ast.operator, left: Any, right: Any) -> None:
+    if isinstance(op, ast.Pow) and isinstance(right, (int, float)) and abs(right) > MAX_EXPONENT:
+        raise ExprError(f"exponent {right} too large (limit {MAX_EXPONENT})")
+    if isinstance(op, ast.Mult):
+        for seq, n in ((left, right), (right, left)):
+            if isinstance(seq, (str, tuple)) and isinstance(n, int) and n * max(len(seq), 1) > MAX_REPEAT:
+                raise ExprError(f"repetition too large (limit {MAX_REPEAT} items)")
+
+
 def _eval(node: ast.AST, env: Mapping[str, Any]) -> Any:
     if isinstance(node, ast.Constant):
         return node.value
@@ -110,11 +128,13 @@ def _eval(node: ast.AST, env: Mapping[str, Any]) -> Any:
     if isinstance(node, ast.Subscript):
         base = _eval(node.value, env)
         index = _eval(node.slice, env)
-        if not isinstance(index, int):
+        if not isinstance(index, int) or isinstance(index, bool):
             raise ExprError(f"index must be an integer, got {index!r}")
         return base[index]
     if isinstance(node, ast.BinOp):
-        return _BINOPS[type(node.op)](_eval(node.left, env), _eval(node.right, env))
+        left, right = _eval(node.left, env), _eval(node.right, env)
+        _check_size(node.op, left, right)
+        return _BINOPS[type(node.op)](left, right)
     if isinstance(node, ast.UnaryOp):
         return _UNARY[type(node.op)](_eval(node.operand, env))
     if isinstance(node, ast.BoolOp):

@@ -123,6 +123,18 @@ class Context:
             pytest.xfail(f"[{self.clause.id}] expected failure on {self.adapter.name}: {reason}")
 
 
+def examples_for(adapter_key: str):
+    """Hypothesis settings giving this adapter its share of the profile's examples."""
+    from hypothesis import settings
+    from adapters import registry
+    try:
+        share = registry.known(adapter_key).example_share
+    except KeyError:
+        share = 1.0
+    current = settings()
+    return settings(current, max_examples=max(3, round(current.max_examples * share)))
+
+
 def skip_unless_claimed(adapter: Adapter, focus: Mapping[str, Any], what: str) -> None:
     """Skip when the adapter claims none of the values a clause needs."""
     from conformance.strategies import restrictions

@@ -28,7 +28,7 @@ SCHEMA = SPEC_DIR / "schema.yaml"
 
 # Names an expression may read besides arguments and derived names.
 DIM_NAMES = ("batch", "timesteps", "rows", "cols", "channels")
-EXTRA_NAMES = ("input_rank",)
+EXTRA_NAMES = ("input_rank", "given")
 KNOWN_EXCEPTIONS = frozenset({"ValueError", "TypeError", "RuntimeError", "Exception",
                               "NotImplementedError", "IndexError", "KeyError"})
 
@@ -295,6 +295,8 @@ class Spec:
             env[arg.name] = self.normalize(arg.name, value)
         env.update(dims or {})
         env["input_rank"] = input_rank
+        # Which arguments the configuration names; the rest take defaults.
+        env["given"] = tuple(config)
         for name, expr in self.derived:
             try:
                 env[name] = expr(env)
@@ -363,9 +365,18 @@ def _validate_schema(path: Path, doc: Any) -> None:
         err = jsonschema.exceptions.best_match(errors) or errors[0]
         where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
         message = err.message
+        line = _line_of(doc, list(err.absolute_path))
         if err.validator == "additionalProperties":
             message = f"unknown key: {message}"
-        raise SpecError(path, _line_of(doc, list(err.absolute_path)), f"at {where}: {message}")
+            # Point at the first unknown key itself, not at its mapping.
+            node = doc
+            for key in err.absolute_path:
+                node = node[key]
+            allowed = set(err.schema.get("properties", {}))
+            extra = [k for k in getattr(node, "key_lines", {}) if k not in allowed]
+            if extra:
+                line = node.key_lines[extra[0]]
+        raise SpecError(path, line, f"at {where}: {message}")
 
 
 def _plain(obj: Any) -> Any:
@@ -408,7 +419,8 @@ class _Builder:
             arg = Argument(
                 name=name, phase=a["phase"], type=a["type"], doc=a["doc"], source=a["source"],
                 line=line, required=a.get("required", False), default=a.get("default"),
-                domain=_plain(a.get("domain")), draw=self.range(a.get("draw"), line),
+                domain=_plain(a.get("domain")),
+                draw=self.range(a.get("draw"), a.key_lines.get("draw", line)),
                 clause=a.get("clause"), rank=a.get("rank"),
                 dims={k: self.range(v, dims_doc.key_lines[k]) for k, v in dims_doc.items()})
             if arg.type == "input" and set(arg.dims) != dims:

@@ -24,6 +24,7 @@ def test_invalid_configuration_raises(adapter_name, clause_id, adapters, spec, r
         import pytest
         pytest.skip(f"{adapter_name} does not claim argument validation")
 
+    @harness.examples_for(adapter_name)
     @given(drawn=invalid_configs(spec, clause, caps=adapter.capabilities(), size=size),
            seed=seeds())
     def example(drawn, seed):

@@ -53,6 +53,7 @@ def test_initialization(adapter_name, clause_id, adapters, spec, record, results
         pytest.skip(f"{adapter_name} does not run with its own initializers: {probe.summary()}")
     assert probe.status in ("ok", "raised"), f"[{clause_id}] {adapter_name}: {probe.summary()}"
 
+    @harness.examples_for(adapter_name)
     @given(drawn=configs(spec, focus=focus, caps=caps, size=size), seed=seeds())
     def example(drawn, seed):
         case = make_case(spec, drawn, seed, weights=False)

@@ -32,6 +32,7 @@ def test_matches_oracle(adapter_name, clause_id, adapters, spec, record, results
         import pytest
         pytest.skip(f"{adapter_name} claims none of {DTYPES}")
 
+    @harness.examples_for(adapter_name)
     @given(drawn=configs(spec, focus=focus, sizes=clause.sizes, caps=caps, size=size),
            seed=seeds(), dtype=st.sampled_from(dtypes), scale=st.sampled_from(WEIGHT_SCALES))
     def example(drawn, seed, dtype, scale):

@@ -23,6 +23,7 @@ def test_structure(adapter_name, clause_id, adapters, spec, record, results_dir,
         raise AssertionError(f"[{clause_id}] spec error: {exc}") from None
     harness.skip_unless_claimed(adapter, focus, clause_id)
 
+    @harness.examples_for(adapter_name)
     @given(drawn=configs(spec, focus=focus, caps=adapter.capabilities(), size=size), seed=seeds())
     def example(drawn, seed):
         case = make_case(spec, drawn, seed)
