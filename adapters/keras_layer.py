@@ -62,7 +62,7 @@ class KerasConvLSTM(Adapter):
             recurrent_activation=KERAS3_ACTIVATIONS if keras3 else TF_KERAS_ACTIVATIONS,
             dtype=frozenset({"float64", "float32", "float16", "bfloat16"}),
             mask=True, stateful=True, initial_state=True, go_backwards=True,
-            dropout=True, argument_validation=True, gradients=False)
+            dropout=True, argument_validation=True, gradients=True)
 
     # -- plumbing ------------------------------------------------------
     def _keras(self):
@@ -138,7 +138,12 @@ class KerasConvLSTM(Adapter):
                 call_kwargs["initial_state"] = [self._tensor(s, case.dtype) for s in case.initial_state]
             if case.mask is not None:
                 call_kwargs["mask"] = np.asarray(case.mask, dtype=bool)
-            result = layer(x, **call_kwargs)
+            grads: dict[str, np.ndarray] = {}
+            if case.cotangent is None:
+                result = layer(x, **call_kwargs)
+            else:
+                result, grads = self._with_gradients(layer, x, call_kwargs,
+                                                     self._tensor(case.cotangent, case.dtype))
         except Exception as exc:
             return Outcome(status=RAISED, error=ErrorInfo.from_exception(exc, CALL),
                            duration_s=time.perf_counter() - start)
@@ -153,5 +158,56 @@ class KerasConvLSTM(Adapter):
             names = ["kernel", "recurrent_kernel", "bias"]
             used = {n: np.asarray(w, dtype=np.float64) for n, w in zip(names, layer.get_weights())}
         return Outcome(status=OK, outputs=[a.astype(np.float64) for a in arrays],
-                       structure=structure, dtypes=dtypes, weights=used,
+                       structure=structure, dtypes=dtypes, weights=used, grads=grads,
                        duration_s=time.perf_counter() - start)
+
+    # -- gradients of sum(output * cotangent), one way per backend ---------
+    def _with_gradients(self, layer, x, call_kwargs, cot):
+        names = ["kernel", "recurrent_kernel", "bias"][:len(layer.trainable_weights)]
+        init = call_kwargs.pop("initial_state", None)
+        if self.backend == "tensorflow":
+            import tensorflow as tf
+            xt = tf.constant(x)
+            init_t = [tf.constant(v) for v in init] if init is not None else None
+            with tf.GradientTape() as tape:
+                tape.watch(xt)
+                if init_t is not None:
+                    tape.watch(init_t)
+                result = layer(xt, initial_state=init_t, **call_kwargs)
+                primary = result[0] if isinstance(result, (list, tuple)) else result
+                loss = tf.reduce_sum(primary * tf.constant(cot))
+            wrt = [xt] + list(layer.trainable_weights) + (init_t or [])
+            grads = tape.gradient(loss, wrt)
+        elif self.backend == "torch":
+            import torch
+            xt = torch.tensor(x, requires_grad=True)
+            init_t = ([torch.tensor(v, requires_grad=True) for v in init]
+                      if init is not None else None)
+            result = layer(xt, initial_state=init_t, **call_kwargs)
+            primary = result[0] if isinstance(result, (list, tuple)) else result
+            loss = (primary * torch.tensor(cot)).sum()
+            wrt = [xt] + [v.value for v in layer.trainable_weights] + (init_t or [])
+            grads = torch.autograd.grad(loss, wrt, allow_unused=True)
+        else:
+            import jax
+            import jax.numpy as jnp
+            trainable = [v.value for v in layer.trainable_variables]
+            frozen = [v.value for v in layer.non_trainable_variables]
+
+            def loss_fn(tv, xv, iv):
+                out, _ = layer.stateless_call(tv, frozen, xv, initial_state=iv, **call_kwargs)
+                prim = out[0] if isinstance(out, (list, tuple)) else out
+                return jnp.sum(prim * cot), out
+            (_, result), (g_tv, g_x, g_init) = _value_and_grad(jax, loss_fn)(
+                trainable, jnp.asarray(x), [jnp.asarray(v) for v in init] if init is not None else None)
+            grads = [g_x] + list(g_tv) + (list(g_init) if init is not None else [])
+        out = {"inputs": grads[0]}
+        out.update(zip(names, grads[1:1 + len(names)]))
+        if init is not None:
+            out["initial_h"], out["initial_c"] = grads[1 + len(names):3 + len(names)]
+        return result, {k: np.asarray(self._to_numpy(v), dtype=np.float64) for k, v in out.items()
+                        if v is not None}
+
+
+def _value_and_grad(jax, fn):
+    return jax.value_and_grad(fn, argnums=(0, 1, 2), has_aux=True)

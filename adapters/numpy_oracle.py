@@ -324,3 +324,144 @@ class NumpyOracle(Adapter):
         return Outcome(status=OK, outputs=outputs, structure=structure,
                        dtypes=["float64"] * len(outputs),
                        duration_s=time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------
+# Gradients: backpropagation through time, written out by hand.
+
+
+def conv2d_backward(x: np.ndarray, w: np.ndarray, dz: np.ndarray, strides=(1, 1),
+                    dilation=(1, 1), padding: str = "valid") -> tuple[np.ndarray, np.ndarray]:
+    """Adjoint of :func:`conv2d`: (d input, d kernel) for output cotangent ``dz``."""
+    _, H, W, _ = x.shape
+    kh, kw = w.shape[:2]
+    sh, sw = strides
+    dh, dw = dilation
+    (pt, pb), (pl, pr) = ((same_padding(H, kh, sh, dh), same_padding(W, kw, sw, dw))
+                          if padding == "same" else ((0, 0), (0, 0)))
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    oh, ow = dz.shape[1:3]
+    dxp = np.zeros_like(xp)
+    dwt = np.zeros_like(w)
+    for a in range(kh):
+        for b in range(kw):
+            rows = slice(a * dh, a * dh + (oh - 1) * sh + 1, sh)
+            cols = slice(b * dw, b * dw + (ow - 1) * sw + 1, sw)
+            dwt[a, b] = np.einsum("nhwc,nhwo->co", xp[:, rows, cols, :], dz)
+            dxp[:, rows, cols, :] += dz @ w[a, b].T
+    return dxp[:, pt:pt + H, pl:pl + W, :], dwt
+
+
+def derivative(fn, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(slope, half-width of the slope's ambiguity) of ``fn`` at ``z``.
+
+    Central differences in float64 (error about 1e-10).  At a kink (relu at 0,
+    hard_sigmoid at +-3) the one-sided slopes differ and an implementation may
+    take either; the half-width says by how much.
+    """
+    h = 1e-6 * np.maximum(np.abs(z), 1.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        y0 = fn(z)
+        left = (y0 - fn(z - h)) / h
+        right = (fn(z + h) - y0) / h
+        mid = (fn(z + h) - fn(z - h)) / (2 * h)
+    jump = np.abs(right - left)
+    kink = jump > 1e-3 * np.maximum(np.abs(mid), 1.0)
+    return np.where(kink, (left + right) / 2, mid), np.where(kink, jump / 2, 0.0)
+
+
+def backward(case: Case, result: Result, absolute: bool = False,
+             slack: list[dict] | None = None) -> dict[str, np.ndarray]:
+    """Gradients of ``sum(output * case.cotangent)``.
+
+    With ``absolute`` every factor is replaced by its magnitude, giving for
+    each gradient element the sum of |terms| over all paths (the magnitude the
+    tolerance model scales its budget by).  ``slack`` (with ``absolute``), one
+    dict per step of error bounds for z, gates, c_prev, h_prev, c and act(c),
+    widens each factor by its bound and each slope by its range over the
+    argument's error interval.
+    """
+    cfg = case.config
+    F = int(cfg["filters"])
+    strides = _pair(cfg.get("strides", 1))
+    dilation = _pair(cfg.get("dilation_rate", 1))
+    padding = str(cfg.get("padding", "valid")).lower()
+    cf = case.channels_first
+    act = activation(cfg.get("activation", "tanh"))
+    ract = activation(cfg.get("recurrent_activation", "sigmoid"))
+    A = np.abs if absolute else (lambda v: v)
+    x = A(_to_last(np.asarray(case.inputs, dtype=np.float64), cf, time_axis=True))
+    K = A(np.asarray(case.kernel, dtype=np.float64))
+    U = A(np.asarray(case.recurrent_kernel, dtype=np.float64))
+    train = bool(case.training)
+    dmask = case.dropout_mask if (train and case.dropout_mask is not None) else None
+    rmask = case.recurrent_dropout_mask if (train and case.recurrent_dropout_mask is not None) else None
+    seq = bool(cfg.get("return_sequences", False))
+    cot = A(_to_last(np.asarray(case.cotangent, dtype=np.float64), cf, time_axis=seq))
+
+    def slope(fn, z, dz=None, extra=0.0):
+        mid, half = derivative(fn, z)
+        if not absolute:
+            return mid
+        if dz is None:
+            return np.abs(mid)
+        lo, hi = derivative(fn, z - dz), derivative(fn, z + dz)
+        return extra + np.maximum.reduce([np.abs(mid) + half, np.abs(lo[0]) + lo[1],
+                                          np.abs(hi[0]) + hi[1]])
+
+    steps = result.trace.steps
+    kh, kw = K.shape[:2]
+    Ho, Wo = steps[0].h.shape[1:3]
+    pad = _same_pad_spec(Ho, Wo, kh, kw)
+    (pt, _), (pl, _) = pad[1], pad[2]
+    dx = np.zeros_like(x)
+    dK, dU, db = np.zeros_like(K), np.zeros_like(U), np.zeros(4 * F)
+    dh = np.zeros(steps[0].h.shape)
+    dc = np.zeros_like(dh)
+    d_prev_out = np.zeros_like(dh)
+    for k in range(len(steps) - 1, -1, -1):
+        st = steps[k]
+        sk = slack[k] if slack is not None else None
+        W = (lambda v, key: np.abs(v) + sk[key]) if sk is not None else (lambda v, key: A(v))
+        sel = st.active[:, None, None, None]
+        g_out = d_prev_out + (cot[:, k] if seq else (cot if k == len(steps) - 1 else 0.0))
+        # out_k = h_new where active, else the previous output; likewise states.
+        dh_new = np.where(sel, g_out + dh, 0.0)
+        d_prev_out = np.where(sel, 0.0, g_out)
+        dh_pass, dc_pass = np.where(sel, 0.0, dh), np.where(sel, 0.0, dc)
+        gates = W(st.gates, "gates")
+        i, f, gc, o = (gates[..., n * F:(n + 1) * F] for n in range(4))
+        a = W(act(st.c), "a")
+        part = (lambda key, lo, hi: sk[key][..., lo:hi]) if sk is not None else (lambda *_: None)
+        dc_new = np.where(sel, dc, 0.0) + dh_new * o * slope(
+            act, st.c, sk["c"] if sk else None, sk["slope_a"] if sk else 0.0)
+        do = dh_new * a
+        di, df, dg = dc_new * gc, dc_new * W(st.c_prev, "c_prev"), dc_new * i
+        dc = dc_new * f + dc_pass
+        dz = np.concatenate(
+            [d_gate * slope(fn, st.z[..., n * F:(n + 1) * F], part("z", n * F, (n + 1) * F),
+                            part("slope_gates", n * F, (n + 1) * F) if sk else 0.0)
+             for n, (d_gate, fn) in enumerate(((di, ract), (df, ract), (dg, act), (do, ract)))],
+            axis=-1)
+        dh_prev = np.zeros_like(dh)
+        h_prev = W(st.h_prev, "h_prev")
+        for g in range(4):
+            sl = slice(g * F, (g + 1) * F)
+            xg = x[:, st.t] * A(dmask[g]) if dmask is not None else x[:, st.t]
+            dxg, dKg = conv2d_backward(xg, K[..., sl], dz[..., sl], strides, dilation, padding)
+            dK[..., sl] += dKg
+            dx[:, st.t] += dxg * A(dmask[g]) if dmask is not None else dxg
+            db[sl] += dz[..., sl].sum(axis=(0, 1, 2))
+            hg = h_prev * A(rmask[g]) if rmask is not None else h_prev
+            dhp, dUg = conv2d_backward(np.pad(hg, pad), U[..., sl], dz[..., sl])
+            dU[..., sl] += dUg
+            dhg = dhp[:, pt:pt + Ho, pl:pl + Wo, :]
+            dh_prev += dhg * A(rmask[g]) if rmask is not None else dhg
+        dh = dh_prev + dh_pass
+    grads = {"inputs": _from_last(dx, cf, time_axis=True), "kernel": dK, "recurrent_kernel": dU}
+    if cfg.get("use_bias", True):
+        grads["bias"] = db
+    if case.initial_state is not None:
+        grads["initial_h"] = _from_last(dh, cf, time_axis=False)
+        grads["initial_c"] = _from_last(dc, cf, time_axis=False)
+    return grads

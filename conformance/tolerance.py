@@ -82,10 +82,13 @@ def _act_err(y: np.ndarray, u: float) -> np.ndarray:
     return ACT_ULPS * u * np.maximum(np.abs(y), 1.0)
 
 
-def error_bounds(case: Case, result: "oracle.Result", u: float) -> dict[str, np.ndarray]:
+def error_bounds(case: Case, result: "oracle.Result", u: float,
+                 per_step: list | None = None) -> dict[str, np.ndarray]:
     """First-order error bounds of output, h and c for unit roundoff ``u``.
 
     Arrays come back in the case's data_format, shaped like the oracle's.
+    With ``per_step`` a list, the bounds of every step's intermediate values
+    are appended to it (channels_last), for the gradient budget.
     """
     cfg = case.config
     F = int(cfg["filters"])
@@ -125,6 +128,11 @@ def error_bounds(case: Case, result: "oracle.Result", u: float) -> dict[str, np.
         a = act(st.c)
         da = _slope(act, st.c, dc_new) * dc_new + _act_err(a, u)
         dh_new = np.abs(o) * da + np.abs(a) * do + 2 * u * np.abs(st.h)
+        if per_step is not None:
+            # Slopes are evaluated from rounded values too (1 - y^2 for tanh,
+            # y (1 - y) for sigmoid): a few ulps of max(|y|, 1) each.
+            per_step.append({"z": dz, "gates": d, "c_prev": dc, "h_prev": dh, "c": dc_new, "a": da,
+                             "slope_gates": _act_err(st.gates, u), "slope_a": _act_err(a, u)})
         sel = st.active[:, None, None, None]
         dh = np.where(sel, dh_new, dh)
         dc = np.where(sel, dc_new, dc)
@@ -233,5 +241,69 @@ def judge(case: Case, outcome: Outcome, oracle_result: "oracle.Result | None" = 
             verdict.problems.append(res)
         else:
             verdict.errors[name] = res
+    verdict.passed = not verdict.problems and verdict.worst <= 1.0
+    return verdict
+
+
+# --------------------------------------------------------------------------
+# Gradients
+#
+# A gradient element is a sum over backpropagation paths of products of
+# factors (weights, gate values, activation slopes, the cotangent).  Each
+# computed factor carries the forward error bound of the value it is computed
+# from (``error_bounds(per_step=...)``), and each
+# element is reached through at most ``n = steps * (K + B*H'*W' + 16)``
+# roundings and additions: K accumulations per convolution adjoint, a
+# reduction over batch and positions for weight gradients, a handful of
+# elementwise products per step.  To first order the error is at most
+# ``gamma_n * M`` where M is
+# the same backward pass run on magnitudes (``numpy_oracle.backward(absolute=
+# True)``).  Where a path crosses a kink (relu at 0, hard_sigmoid at +-3) an
+# implementation may take either one-sided slope; the magnitude pass with the
+# slopes widened by that ambiguity bounds the difference it can make.
+# The oracle's own slopes come from float64 central differences, good to
+# about 1e-10 relative: ORACLE_SLOPE_REL covers them.
+
+GRAD_OPS_PER_STEP = 16
+ORACLE_SLOPE_REL = 1e-9
+GRAD_NAMES = ("inputs", "kernel", "recurrent_kernel", "bias", "initial_h", "initial_c")
+
+
+def gradient_budgets(case: Case, result: "oracle.Result") -> dict[str, np.ndarray]:
+    u = UNIT_ROUNDOFF[case.dtype]
+    B, Ho, Wo = result.trace.steps[0].h.shape[:3]
+    n = len(result.trace.steps) * (result.trace.accumulation + B * Ho * Wo + GRAD_OPS_PER_STEP)
+    mag = oracle.backward(case, result, absolute=True)
+    # Every factor widened by its own forward error bound (and kinks by their
+    # slope ambiguity): the difference bounds what forward errors do to the
+    # gradient, to first order.
+    slack: list[dict] = []
+    error_bounds(case, result, u, per_step=slack)
+    wide = oracle.backward(case, result, absolute=True, slack=slack)
+    g = gamma(n, u) + gamma(n, UNIT_ROUNDOFF["float64"])
+    return {k: SAFETY * g * wide[k] + (wide[k] - mag[k]) + ORACLE_SLOPE_REL * wide[k]
+            for k in mag}
+
+
+def judge_gradients(case: Case, outcome: Outcome,
+                    oracle_result: "oracle.Result | None" = None) -> Verdict:
+    """Judge the gradients an implementation returned for ``case.cotangent``."""
+    if outcome.status != OK:
+        return Verdict(False, problems=[f"implementation did not return: {outcome.summary()}"])
+    if oracle_result is None:
+        oracle_result = oracle.forward(case)
+    want = oracle.backward(case, oracle_result)
+    bud = gradient_budgets(case, oracle_result)
+    verdict = Verdict(True)
+    missing = sorted(set(want) - set(outcome.grads))
+    if missing:
+        verdict.problems.append(f"no gradient returned for {', '.join(missing)}")
+    for name in want:
+        if name in outcome.grads:
+            res = compare_tensor(f"d/d{name}", outcome.grads[name], want[name], bud[name])
+            if isinstance(res, str):
+                verdict.problems.append(res)
+            else:
+                verdict.errors[name] = res
     verdict.passed = not verdict.problems and verdict.worst <= 1.0
     return verdict

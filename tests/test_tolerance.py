@@ -106,3 +106,73 @@ def test_float64_budget_is_tight():
     outputs = [res.output * (1 + 1e-9), res.h, res.c]
     verdict = tolerance.judge(case, Outcome(status="ok", outputs=outputs, structure="list"))
     assert not verdict.passed, verdict.describe()
+
+
+# -- gradients --------------------------------------------------------------
+
+def _grad_case(k, **kw):
+    rng = np.random.default_rng(100 + k)
+    drawn = draw_config(Chooser(rng=rng), SPEC, **kw)
+    return make_case(SPEC, drawn, k, initial_state=True, mask=(k % 3 == 0), cotangent=True,
+                     scale=1.0)
+
+
+@pytest.mark.parametrize("k", range(10))
+def test_oracle_backward_matches_central_differences(k):
+    """The hand-written BPTT agrees with float64 central differences along a
+    random direction, for every gradient (strides, dilation, masks, go_backwards
+    and channels_first all drawn)."""
+    import copy
+    case = _grad_case(k)
+    res = tolerance.oracle.forward(case)
+    grads = tolerance.oracle.backward(case, res)
+    rng = np.random.default_rng(k)
+
+    def loss(c):
+        return float((tolerance.oracle.forward(c).output * c.cotangent).sum())
+
+    for name, g in grads.items():
+        v = rng.standard_normal(g.shape)
+
+        def moved(step):
+            c = copy.copy(case)
+            if name in ("initial_h", "initial_c"):
+                h0, c0 = case.initial_state
+                c.initial_state = (h0 + step * v, c0) if name == "initial_h" else (h0, c0 + step * v)
+            else:
+                setattr(c, name, getattr(case, name) + step * v)
+            return c
+
+        eps = 1e-6
+        fd = (loss(moved(eps)) - loss(moved(-eps))) / (2 * eps)
+        assert float((g * v).sum()) == pytest.approx(fd, rel=1e-6, abs=1e-9), (name, case.config)
+
+
+def _with_grads(case, grads):
+    out = CORRECT.run(case)
+    out.grads = grads
+    return out
+
+
+def test_gradients_rounded_to_float32_pass_and_perturbed_fail():
+    for k in range(6):
+        case = _grad_case(k, caps=CAPS)
+        want = tolerance.oracle.backward(case, tolerance.oracle.forward(case))
+        rounded = {n: g.astype(np.float32).astype(np.float64) for n, g in want.items()}
+        verdict = tolerance.judge_gradients(case, _with_grads(case, rounded))
+        assert verdict.passed and verdict.worst < 0.1, verdict.describe()
+        # One kernel entry off by 0.1 % of the largest kernel gradient.
+        bad = dict(rounded)
+        bad["kernel"] = rounded["kernel"].copy()
+        idx = np.unravel_index(np.argmax(np.abs(bad["kernel"])), bad["kernel"].shape)
+        bad["kernel"][idx] *= 1.001
+        verdict = tolerance.judge_gradients(case, _with_grads(case, bad))
+        assert not verdict.passed and verdict.errors["kernel"].ratio > 1, verdict.describe()
+
+
+def test_missing_gradient_is_a_problem():
+    case = _grad_case(1, caps=CAPS)
+    want = tolerance.oracle.backward(case, tolerance.oracle.forward(case))
+    partial = {n: g for n, g in want.items() if n != "recurrent_kernel"}
+    verdict = tolerance.judge_gradients(case, _with_grads(case, partial))
+    assert not verdict.passed and "recurrent_kernel" in verdict.describe()
