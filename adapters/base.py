@@ -47,6 +47,15 @@ class CaseFileError(ValueError):
 
 
 @dataclass
+class Call:
+    """A further call on the same layer object (the layer keeps its state)."""
+
+    inputs: np.ndarray
+    reset: bool = False          # reset_states() before this call
+    initial_state: tuple[np.ndarray, np.ndarray] | None = None
+
+
+@dataclass
 class Case:
     """One run of the layer, in canonical form."""
 
@@ -68,6 +77,15 @@ class Case:
     recurrent_dropout_mask: np.ndarray | None = None
     # Ask for gradients of sum(output * cotangent) where given.
     cotangent: np.ndarray | None = None
+    # Further calls on the same layer object (stateful layers): each a Call.
+    followups: list["Call"] = field(default_factory=list)
+    # Feed the inputs through an upstream Masking(mask_value) layer, as users
+    # build models, instead of passing ``mask``.
+    masking_value: float | None = None
+    # Serialize and rebuild the layer ("config": get_config/from_config,
+    # "saved": save and load a model holding it); the rebuilt layer's outputs
+    # come back as Outcome.followup_outputs[0].
+    roundtrip: str = ""
     case_id: str = ""
 
     # -- derived facts -------------------------------------------------
@@ -88,12 +106,18 @@ class Case:
                 out[name] = value
         if self.initial_state is not None:
             out["initial_h"], out["initial_c"] = self.initial_state
+        for i, call in enumerate(self.followups):
+            out[f"followup{i}_inputs"] = call.inputs
+            if call.initial_state is not None:
+                out[f"followup{i}_initial_h"], out[f"followup{i}_initial_c"] = call.initial_state
         return out
 
     # -- serialisation -------------------------------------------------
     def meta(self) -> dict[str, Any]:
         return {"config": self.config, "training": self.training,
-                "dtype": self.dtype, "case_id": self.case_id}
+                "dtype": self.dtype, "case_id": self.case_id,
+                "followups": [{"reset": c.reset} for c in self.followups],
+                "masking_value": self.masking_value, "roundtrip": self.roundtrip}
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -109,6 +133,13 @@ class Case:
             initial = None
             if "initial_h" in arrays or "initial_c" in arrays:
                 initial = (arrays.pop("initial_h"), arrays.pop("initial_c"))
+            followups = []
+            for i, f in enumerate(meta.get("followups") or []):
+                state = None
+                if f"followup{i}_initial_h" in arrays:
+                    state = (arrays.pop(f"followup{i}_initial_h"), arrays.pop(f"followup{i}_initial_c"))
+                followups.append(Call(arrays.pop(f"followup{i}_inputs"), bool(f.get("reset")), state))
+            mv = meta.get("masking_value")
             return cls(config=dict(meta["config"]), inputs=arrays.pop("inputs"),
                        kernel=arrays.pop("kernel", None),
                        recurrent_kernel=arrays.pop("recurrent_kernel", None),
@@ -119,6 +150,8 @@ class Case:
                        cotangent=arrays.pop("cotangent", None),
                        training=bool(meta.get("training", False)),
                        dtype=str(meta.get("dtype", "float32")),
+                       followups=followups, masking_value=None if mv is None else float(mv),
+                       roundtrip=str(meta.get("roundtrip") or ""),
                        case_id=str(meta.get("case_id", "")))
         except (KeyError, TypeError) as exc:
             raise CaseFileError(f"{path}: not a case file (missing {exc})") from None
@@ -158,6 +191,9 @@ class Outcome:
     # The canonical weights the layer ran with, when the case gave none and the
     # layer used its own initializers (kernel, recurrent_kernel, bias).
     weights: dict[str, np.ndarray] = field(default_factory=dict)
+    # What later calls (Case.followups) or the rebuilt layer (Case.roundtrip)
+    # returned, each flattened like ``outputs``.
+    followup_outputs: list[list[np.ndarray]] = field(default_factory=list)
     detail: str = ""        # refusal reason, adapter traceback, stderr tail
     duration_s: float = 0.0
 
@@ -174,10 +210,13 @@ class Outcome:
         arrays = {f"out{i}": a for i, a in enumerate(self.outputs)}
         arrays.update({f"grad_{k}": v for k, v in self.grads.items()})
         arrays.update({f"weight_{k}": v for k, v in self.weights.items()})
+        for i, outs in enumerate(self.followup_outputs):
+            arrays.update({f"followup{i}_out{j}": a for j, a in enumerate(outs)})
         meta = {"status": self.status, "structure": self.structure, "dtypes": self.dtypes,
                 "error": asdict(self.error) if self.error else None,
                 "detail": self.detail, "duration_s": self.duration_s,
-                "n_outputs": len(self.outputs)}
+                "n_outputs": len(self.outputs),
+                "n_followup_outputs": [len(o) for o in self.followup_outputs]}
         arrays["__meta__"] = _json_bytes(meta)
         np.savez(path, **arrays)
 
@@ -196,6 +235,8 @@ class Outcome:
                        error=ErrorInfo(**err) if err else None,
                        grads={k[5:]: v for k, v in arrays.items() if k.startswith("grad_")},
                        weights={k[7:]: v for k, v in arrays.items() if k.startswith("weight_")},
+                       followup_outputs=[[arrays[f"followup{i}_out{j}"] for j in range(m)]
+                                         for i, m in enumerate(meta.get("n_followup_outputs", []))],
                        detail=str(meta.get("detail", "")),
                        duration_s=float(meta.get("duration_s", 0.0)))
         except (KeyError, TypeError, ValueError) as exc:
@@ -222,7 +263,8 @@ SET_FEATURES = ("padding", "data_format", "activation", "recurrent_activation",
 BOOL_FEATURES = ("strides", "dilation", "no_bias", "mask", "stateful",
                  "initial_state", "return_state", "return_sequences",
                  "go_backwards", "dropout", "dropout_injection", "gradients",
-                 "argument_validation", "non_square")
+                 "argument_validation", "non_square", "masking_layer", "serialization",
+                 "mixed_precision")
 
 
 @dataclass
@@ -251,6 +293,12 @@ class Capabilities:
     # Raises the spec's documented errors for invalid configurations.
     argument_validation: bool = False
     non_square: bool = True
+    # Accepts a mask computed by an upstream Masking layer.
+    masking_layer: bool = False
+    # get_config/from_config and model save/load.
+    serialization: bool = False
+    # Keras mixed-precision policies (mixed_float16, mixed_bfloat16).
+    mixed_precision: bool = False
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -319,7 +367,14 @@ def required_features(case: Case) -> dict[str, Any]:
         "dropout_injection": case.dropout_mask is not None or case.recurrent_dropout_mask is not None,
         "gradients": case.cotangent is not None,
         "non_square": kh != kw,
+        "masking_layer": case.masking_value is not None,
+        "serialization": bool(case.roundtrip),
+        "mixed_precision": case.dtype.startswith("mixed_"),
     }
+    if case.followups:
+        needs["stateful"] = True
+    if needs["mixed_precision"]:
+        needs["dtype"] = case.dtype
     return needs
 
 

@@ -62,7 +62,8 @@ class KerasConvLSTM(Adapter):
             recurrent_activation=KERAS3_ACTIVATIONS if keras3 else TF_KERAS_ACTIVATIONS,
             dtype=frozenset({"float64", "float32", "float16", "bfloat16"}),
             mask=True, stateful=True, initial_state=True, go_backwards=True,
-            dropout=True, argument_validation=True, gradients=True)
+            dropout=True, argument_validation=True, gradients=True, masking_layer=True,
+            serialization=True, mixed_precision=True)
 
     # -- plumbing ------------------------------------------------------
     def _keras(self):
@@ -93,6 +94,14 @@ class KerasConvLSTM(Adapter):
             arr = t.numpy()
         return np.asarray(arr)
 
+    def _states(self, states, dtype: str) -> list:
+        """initial_state as framework tensors (tf-keras refuses NumPy arrays there)."""
+        arrays = [self._tensor(v, dtype) for v in states]
+        if self.flavor == "tf_keras":
+            import tensorflow as tf
+            return [tf.constant(a) for a in arrays]
+        return arrays
+
     def _tensor(self, a: np.ndarray | None, dtype: str):
         if a is None:
             return None
@@ -114,9 +123,11 @@ class KerasConvLSTM(Adapter):
         k = self._keras()
         kwargs: dict[str, Any] = {key: (tuple(v) if isinstance(v, list) else v)
                                   for key, v in case.config.items() if key not in _NOT_CONSTRUCTOR}
-        kwargs["dtype"] = case.dtype
+        kwargs["dtype"] = case.dtype     # a dtype or a mixed-precision policy name
+        # Arrays go in as the variable dtype: float32 under a mixed policy.
+        adt = "float32" if case.dtype.startswith("mixed_") else case.dtype
         stateful = bool(kwargs.get("stateful", False))
-        x = self._tensor(case.inputs, case.dtype)
+        x = self._tensor(case.inputs, adt)
         try:
             layer = k.layers.ConvLSTM2D(**kwargs)
         except Exception as exc:  # the layer refused the configuration
@@ -132,18 +143,33 @@ class KerasConvLSTM(Adapter):
                 weights = [case.kernel, case.recurrent_kernel]
                 if kwargs.get("use_bias", True):
                     weights.append(case.bias)
-                layer.set_weights([self._tensor(w, case.dtype) for w in weights])
+                layer.set_weights([self._tensor(w, adt) for w in weights])
             call_kwargs: dict[str, Any] = {"training": bool(case.training)}
             if case.initial_state is not None:
-                call_kwargs["initial_state"] = [self._tensor(s, case.dtype) for s in case.initial_state]
+                call_kwargs["initial_state"] = self._states(case.initial_state, adt)
             if case.mask is not None:
                 call_kwargs["mask"] = np.asarray(case.mask, dtype=bool)
             grads: dict[str, np.ndarray] = {}
-            if case.cotangent is None:
+            if case.masking_value is not None:
+                # As users build it: a Masking layer in front, the mask flows on its own.
+                inp = k.Input(shape=x.shape[1:])
+                model = k.Model(inp, layer(k.layers.Masking(mask_value=case.masking_value)(inp)))
+                result = model(x, training=bool(case.training))
+            elif case.cotangent is None:
                 result = layer(x, **call_kwargs)
             else:
                 result, grads = self._with_gradients(layer, x, call_kwargs,
-                                                     self._tensor(case.cotangent, case.dtype))
+                                                     self._tensor(case.cotangent, adt))
+            later = []
+            for call in case.followups:
+                if call.reset:
+                    layer.reset_states()
+                kw: dict[str, Any] = {"training": bool(case.training)}
+                if call.initial_state is not None:
+                    kw["initial_state"] = self._states(call.initial_state, adt)
+                later.append(layer(self._tensor(call.inputs, adt), **kw))
+            if case.roundtrip:
+                later.append(self._roundtrip(layer, x, case.roundtrip))
         except Exception as exc:
             return Outcome(status=RAISED, error=ErrorInfo.from_exception(exc, CALL),
                            duration_s=time.perf_counter() - start)
@@ -157,9 +183,30 @@ class KerasConvLSTM(Adapter):
         if case.kernel is None:
             names = ["kernel", "recurrent_kernel", "bias"]
             used = {n: np.asarray(w, dtype=np.float64) for n, w in zip(names, layer.get_weights())}
+        followup_outputs = [[self._to_numpy(t).astype(np.float64)
+                             for t in (r if isinstance(r, (list, tuple)) else [r])] for r in later]
         return Outcome(status=OK, outputs=[a.astype(np.float64) for a in arrays],
                        structure=structure, dtypes=dtypes, weights=used, grads=grads,
+                       followup_outputs=followup_outputs,
                        duration_s=time.perf_counter() - start)
+
+    def _roundtrip(self, layer, x, how: str):
+        """The same layer serialized and rebuilt, called on the same input."""
+        k = self._keras()
+        if how == "config":
+            clone = type(layer).from_config(layer.get_config())
+            clone.build((None,) + tuple(x.shape[1:]))
+            clone.set_weights(layer.get_weights())
+            return clone(x)
+        import tempfile
+        import os
+        inp = k.Input(shape=x.shape[1:])
+        model = k.Model(inp, layer(inp))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "model.keras")
+            model.save(path)
+            loaded = k.models.load_model(path)
+        return loaded(x)
 
     # -- gradients of sum(output * cotangent), one way per backend ---------
     def _with_gradients(self, layer, x, call_kwargs, cot):

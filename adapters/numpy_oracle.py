@@ -233,6 +233,10 @@ def forward(case: Case) -> Result:
         h0 = np.zeros(state_shape)
         c0 = np.zeros(state_shape)
     mask = None if case.mask is None else np.asarray(case.mask, dtype=bool)
+    if case.masking_value is not None:
+        # An upstream Masking layer skips a step whose every value equals
+        # mask_value (SEM-MASKING-LAYER).
+        mask = (x != case.masking_value).reshape(B, T, -1).any(axis=-1)
     if mask is not None and mask.shape != (B, T):
         raise ValueError(f"mask must have shape (batch, timesteps) = {(B, T)}, got {mask.shape}")
 
@@ -282,6 +286,28 @@ def forward(case: Case) -> Result:
                   trace=trace)
 
 
+def forward_calls(case: Case) -> list[Result]:
+    """The first call and every follow-up call on the same (stateful) layer.
+
+    A follow-up starts from the state the previous call ended in, from zeros
+    after a reset, or from its own initial_state when it gives one
+    (SEM-STATEFUL-CARRY, SEM-STATEFUL-RESET, SEM-STATEFUL-INITIAL-STATE).
+    """
+    import dataclasses
+    results = [forward(case)]
+    for call in case.followups:
+        if call.initial_state is not None:
+            init = call.initial_state
+        elif call.reset:
+            init = None
+        else:
+            init = (results[-1].h, results[-1].c)
+        sub = dataclasses.replace(case, inputs=call.inputs, initial_state=init, followups=[],
+                                  mask=None, masking_value=None, cotangent=None)
+        results.append(forward(sub))
+    return results
+
+
 def _same_pad_spec(Ho: int, Wo: int, kh: int, kw: int):
     """np.pad widths giving a stride-1 'same' convolution of an (Ho, Wo) state."""
     return ((0, 0), same_padding(Ho, kh, 1, 1), same_padding(Wo, kw, 1, 1), (0, 0))
@@ -296,9 +322,10 @@ class NumpyOracle(Adapter):
         return Capabilities(
             activation=frozenset(ACTIVATIONS) | {None},
             recurrent_activation=frozenset(ACTIVATIONS) | {None},
-            dtype=frozenset({"float64", "float32", "float16", "bfloat16"}),
+            # It computes in float64 only; it judges every other format.
+            dtype=frozenset({"float64"}),
             mask=True, initial_state=True, go_backwards=True, dropout_injection=True,
-            argument_validation=False)
+            stateful=True, masking_layer=True, argument_validation=False)
 
     def versions(self) -> dict[str, str]:
         return {"numpy": np.__version__}
@@ -307,8 +334,11 @@ class NumpyOracle(Adapter):
         start = time.perf_counter()
         if case.kernel is None or case.recurrent_kernel is None:
             return Outcome(status=REFUSED, detail="the oracle has no initializers: give it weights")
+        if case.roundtrip:
+            return Outcome(status=REFUSED, detail="the oracle has nothing to serialize")
         try:
-            res = forward(case)
+            results = forward_calls(case)
+            res = results[0]
         except ValueError as exc:
             # The oracle checks only what it needs to compute; argument errors
             # are the frameworks' business, so report them at call time.
@@ -317,12 +347,10 @@ class NumpyOracle(Adapter):
         except Exception:  # a bug in the oracle itself
             return Outcome(status=ADAPTER_ERROR, detail=traceback.format_exc(),
                            duration_s=time.perf_counter() - start)
-        if case.config.get("return_state", False):
-            outputs, structure = [res.output, res.h, res.c], "list"
-        else:
-            outputs, structure = [res.output], "tensor"
-        return Outcome(status=OK, outputs=outputs, structure=structure,
-                       dtypes=["float64"] * len(outputs),
+        state = bool(case.config.get("return_state", False))
+        flat = [[r.output, r.h, r.c] if state else [r.output] for r in results]
+        return Outcome(status=OK, outputs=flat[0], structure="list" if state else "tensor",
+                       dtypes=["float64"] * len(flat[0]), followup_outputs=flat[1:],
                        duration_s=time.perf_counter() - start)
 
 

@@ -6,16 +6,19 @@ One YAML file per adapter under ``conformance/expectations/``::
     expected_failures:
       - clause: SEM-DATA-FORMAT       # a clause id, or "*" for any clause
         when: "fmt == 'channels_first'"   # optional spec expression
+        match: "diverges"             # optional regex the failure message must match
         reason: why it fails, in one or two sentences
         link: https://github.com/...  # upstream issue, where one exists
 
 A failing example that matches an entry is recorded as expected and the test
-goes on drawing; an entry whose examples all pass is reported (it must be
+goes on drawing (an entry naming the clause is preferred over a "*" one, so a
+broad entry does not absorb a failure that a specific one explains); an entry whose examples all pass is reported (it must be
 removed: the implementation was fixed).
 """
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -24,7 +27,7 @@ from conformance.expr import Expr, ExprError, parse
 from conformance.spec import Spec, SpecError, _load_yaml
 
 EXPECTATIONS_DIR = Path(__file__).resolve().parent / "expectations"
-_KEYS = {"clause", "when", "reason", "link"}
+_KEYS = {"clause", "when", "match", "reason", "link"}
 
 
 @dataclass(frozen=True)
@@ -35,9 +38,12 @@ class Expectation:
     link: str = ""
     when: Expr | None = None
     line: int = 0
+    match: re.Pattern | None = None
 
-    def matches(self, clause_id: str, env: Mapping[str, Any]) -> bool:
+    def matches(self, clause_id: str, env: Mapping[str, Any], problem: str | None = None) -> bool:
         if self.clause not in ("*", clause_id):
+            return False
+        if problem is not None and self.match is not None and not self.match.search(problem):
             return False
         if self.when is None:
             return True
@@ -78,10 +84,17 @@ def load_file(path: Path, spec: Spec) -> list[Expectation]:
                 when = parse(entry["when"], names)
             except ExprError as exc:
                 raise SpecError(path, line, f"bad 'when': {exc}") from None
+        pattern = None
+        if entry.get("match") is not None:
+            try:
+                pattern = re.compile(str(entry["match"]))
+            except re.error as exc:
+                raise SpecError(path, line, f"bad 'match' pattern: {exc}") from None
         link = str(entry.get("link") or "")
         if link and not link.startswith(("http://", "https://")):
             raise SpecError(path, line, f"link must be an http(s) URL, got {link!r}")
-        out.append(Expectation(doc["adapter"], clause, str(entry["reason"]), link, when, line))
+        out.append(Expectation(doc["adapter"], clause, str(entry["reason"]), link, when, line,
+                               pattern))
     return out
 
 

@@ -26,6 +26,18 @@ from conformance.spec import Clause, Spec
 from conformance.strategies import Drawn
 
 
+def xfail_if_expected(spec: Spec, adapter_name: str, clause_id: str, problem: str,
+                      env: Mapping[str, Any] | None, record: dict) -> None:
+    """For tests that check by assertion: xfail when an expectations entry
+    explains ``problem``; return otherwise (the caller then fails)."""
+    entries = [e for e in for_adapter(spec, adapter_name)
+               if e.matches(clause_id, env or {}, problem) and (env is not None or e.when is None)]
+    entries = [e for e in entries if e.clause == clause_id] or entries
+    if entries:
+        record["reason"] = entries[0].describe()
+        pytest.xfail(f"[{clause_id}] expected failure on {adapter_name}: {entries[0].describe()}")
+
+
 def repro_command(case_path: Path, adapter: str, clause: str) -> str:
     return (f"python -m conformance repro {shlex.quote(str(case_path))} "
             f"--adapter {shlex.quote(adapter)} --clause {clause}")
@@ -55,7 +67,7 @@ class Context:
 
     # -- per example ---------------------------------------------------
     def env(self, drawn: Drawn, dtype: str | None = None) -> dict[str, Any]:
-        env = self.spec.environment(drawn.config, drawn.dims, drawn.input_rank)
+        env = self.spec.environment(drawn.config, drawn.dims, drawn.input_rank, drawn.probes)
         env["dtype"] = dtype
         return env
 
@@ -68,7 +80,10 @@ class Context:
             self.worst = max(self.worst, ratio)
             self.record["worst_ratio"] = self.worst
         env = self.env(drawn, case.dtype)
-        matching = [e for e in self.expectations if e.matches(self.clause.id, env)]
+        matching = [e for e in self.expectations if e.matches(self.clause.id, env, problem)]
+        # An entry naming this clause explains a failure better than a "*" one.
+        specific = [e for e in matching if e.clause == self.clause.id]
+        matching = specific or matching
         for e in matching:
             counts = self.expected.setdefault(e, [0, 0])
             counts[0 if problem else 1] += 1
@@ -89,7 +104,8 @@ class Context:
                  f"  clause: {self.clause.title} ({self.spec.path.name}:{self.clause.line})",
                  f"  config: {_fmt_config(drawn.config)}",
                  f"  input dims: {_fmt_config(drawn.dims)}, dtype {case.dtype}"
-                 + (f", input rank {drawn.input_rank}" if drawn.input_rank != 5 else "")]
+                 + (f", input rank {drawn.input_rank}" if drawn.input_rank != 5 else "")
+                 + "".join(f", {k} {v}" for k, v in drawn.probes.items())]
         for name, e in (errors or {}).items():
             lines.append(f"  {name}: max |error| {e.max_abs:.3g}, budget {e.budget:.3g}, "
                          f"error/budget {e.ratio:.3g}")
@@ -133,6 +149,48 @@ def examples_for(adapter_key: str):
         share = 1.0
     current = settings()
     return settings(current, max_examples=max(3, round(current.max_examples * share)))
+
+
+# What each call option of a clause needs the adapter to claim.
+_CALL_NEEDS = {"initial_state": "initial_state", "mask": "mask", "masking_layer": "masking_layer",
+               "followups": "stateful", "roundtrip": "serialization",
+               "dropout_masks": "dropout_injection"}
+
+
+def case_options(clause: Clause) -> dict[str, Any]:
+    """make_case keyword arguments for the way a clause calls the layer."""
+    return dict(clause.call)
+
+
+def skip_unless_call_claimed(adapter: Adapter, clause: Clause) -> None:
+    caps = adapter.capabilities()
+    for option, value in clause.call.items():
+        feature = _CALL_NEEDS.get(option)
+        if feature and value and not getattr(caps, feature):
+            pytest.skip(f"{adapter.name} does not claim {feature}, needed by {clause.id}")
+
+
+def dtypes_for(adapter: Adapter, clause: Clause, default: tuple[str, ...]) -> list[str]:
+    """The dtypes a clause is judged in that the adapter claims; skip if none."""
+    caps = adapter.capabilities()
+    wanted = clause.dtypes or default
+    have = [d for d in wanted if (caps.mixed_precision if d.startswith("mixed_") else d in caps.dtype)]
+    if not have:
+        pytest.skip(f"{adapter.name} claims none of the dtypes {list(wanted)} of {clause.id}")
+    return have
+
+
+def defaults_focus(spec: Spec) -> dict[str, list]:
+    """Focus that draws every drawable argument at its documented default."""
+    return {a.name: [a.default] for a in spec.constructor_arguments()
+            if not a.required and a.draw is not None}
+
+
+def strip_to_required(spec: Spec, drawn: Drawn) -> Drawn:
+    """The drawn configuration with every optional argument left out."""
+    required = {a.name for a in spec.constructor_arguments() if a.required}
+    drawn.config = {k: v for k, v in drawn.config.items() if k in required}
+    return drawn
 
 
 def skip_unless_claimed(adapter: Adapter, focus: Mapping[str, Any], what: str) -> None:

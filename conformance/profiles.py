@@ -27,9 +27,12 @@ def example_database():
     url = os.environ.get("CONVLSTM_HYPOTHESIS_REDIS")
     if not url:
         return None
+    import datetime
     from hypothesis.extra.redis import RedisExampleDatabase
     import redis
-    return RedisExampleDatabase(redis.Redis.from_url(url), expire_after=None)
+    # Findings outlive a release cycle; Hypothesis expires them after this.
+    return RedisExampleDatabase(redis.Redis.from_url(url),
+                                expire_after=datetime.timedelta(days=365))
 
 
 def register() -> None:

@@ -28,7 +28,13 @@ SCHEMA = SPEC_DIR / "schema.yaml"
 
 # Names an expression may read besides arguments and derived names.
 DIM_NAMES = ("batch", "timesteps", "rows", "cols", "channels")
-EXTRA_NAMES = ("input_rank", "given")
+# Probes: not layer arguments, but how the suite perturbs a call to test the
+# layer's checks of it; clauses break them like arguments.
+PROBE_DEFAULTS = {
+    "state_error": "none",       # initial_state given with a wrong shape: rows, filters, rank
+    "followup_batch": "same",    # a later call on a stateful layer with another batch size
+}
+EXTRA_NAMES = ("input_rank", "given", *PROBE_DEFAULTS)
 KNOWN_EXCEPTIONS = frozenset({"ValueError", "TypeError", "RuntimeError", "Exception",
                               "NotImplementedError", "IndexError", "KeyError"})
 
@@ -237,6 +243,10 @@ class Clause:
     focus: Mapping[str, tuple] = field(default_factory=dict)
     sizes: Mapping[str, int] = field(default_factory=dict)
     initial_bias: tuple = ()        # ((Expr, (i, f, c, o)), ...)
+    call: Mapping[str, Any] = field(default_factory=dict)     # how to call the layer
+    dtypes: tuple = ()              # dtypes a numerical clause is judged in
+    result_dtypes: Mapping[str, str] = field(default_factory=dict)
+    defaults_only: bool = False
     argument: str | None = None     # for domain clauses: the argument they guard
 
     @property
@@ -283,7 +293,7 @@ class Spec:
         return value
 
     def environment(self, config: Mapping[str, Any], dims: Mapping[str, Any] | None = None,
-                    input_rank: int = 5) -> dict[str, Any]:
+                    input_rank: int = 5, probes: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Names for expressions: normalised arguments (defaults filled in),
         input dimensions and derived values.  A derived value that cannot be
         computed (an invalid argument) is left out."""
@@ -295,6 +305,8 @@ class Spec:
             env[arg.name] = self.normalize(arg.name, value)
         env.update(dims or {})
         env["input_rank"] = input_rank
+        env.update(PROBE_DEFAULTS)
+        env.update(probes or {})
         # Which arguments the configuration names; the rest take defaults.
         env["given"] = tuple(config)
         for name, expr in self.derived:
@@ -305,12 +317,12 @@ class Spec:
         return env
 
     def violations(self, config: Mapping[str, Any], dims: Mapping[str, Any] | None = None,
-                   input_rank: int = 5) -> list[str]:
+                   input_rank: int = 5, probes: Mapping[str, Any] | None = None) -> list[str]:
         """Ids of the forbidding clauses a configuration breaks.
 
         Raises ExprError when a clause cannot be evaluated on this config.
         """
-        env = self.environment(config, dims, input_rank)
+        env = self.environment(config, dims, input_rank, probes)
         out_of_domain = {name for name, value in config.items()
                          if name in self.arguments and not self.arguments[name].in_domain(value)[0]}
         broken = []
@@ -469,7 +481,10 @@ class _Builder:
                 last_step_equals=c.get("last_step_equals"),
                 focus=focus, sizes=dict(c.get("sizes") or {}),
                 initial_bias=tuple((self.expr(b["when"], self.names, b.line), tuple(b["gates"]))
-                                   for b in c.get("initial_bias") or ())))
+                                   for b in c.get("initial_bias") or ()),
+                call=dict(c.get("call") or {}), dtypes=tuple(c.get("dtypes") or ()),
+                result_dtypes=dict(c.get("result_dtypes") or {}),
+                defaults_only=bool(c.get("defaults_only", False))))
         sha = hashlib.sha256(self.path.read_bytes()).hexdigest()
         return Spec(self.path, doc["layer"], sources, derived, arguments, clauses, sha)
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from adapters.base import Capabilities, Case
+from adapters.base import Call, Capabilities, Case
 from conformance.expr import ExprError
 from conformance.spec import Clause, Range, Spec, resolve
 
@@ -38,9 +38,11 @@ class Drawn:
     dims: dict[str, int]
     input_rank: int = 5
     broken: str | None = None      # the clause an invalid draw breaks
+    probes: dict[str, Any] = field(default_factory=dict)   # see spec.PROBE_DEFAULTS
 
     def key(self) -> str:
-        text = repr((sorted(self.config.items(), key=str), sorted(self.dims.items()), self.input_rank))
+        text = repr((sorted(self.config.items(), key=str), sorted(self.dims.items()),
+                     self.input_rank, sorted(self.probes.items())))
         return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
@@ -172,13 +174,16 @@ def draw_config(ch: Chooser, spec: Spec, *, size: str = SMALL,
     rank = inputs.rank or 5
     if "input_rank" in breaks:
         rank = _draw_value(ch, "input_rank", "int", breaks["input_rank"], {}, size, None)
-    return Drawn(config, dims, rank, breaking.id if breaking else None)
+    from conformance.spec import PROBE_DEFAULTS
+    probes = {name: _draw_value(ch, name, "enum", breaks[name], {}, size, None)
+              for name in PROBE_DEFAULTS if name in breaks}
+    return Drawn(config, dims, rank, breaking.id if breaking else None, probes)
 
 
 def check(spec: Spec, drawn: Drawn) -> bool:
     """A valid draw violates nothing; an invalid one violates exactly its clause."""
     try:
-        violated = spec.violations(drawn.config, drawn.dims, drawn.input_rank)
+        violated = spec.violations(drawn.config, drawn.dims, drawn.input_rank, drawn.probes)
     except ExprError:
         return False
     return violated == ([drawn.broken] if drawn.broken else [])
@@ -237,8 +242,10 @@ def input_shape(spec: Spec, drawn: Drawn) -> tuple[int, ...]:
 
 
 def make_case(spec: Spec, drawn: Drawn, seed: int, *, dtype: str = "float32",
-              scale: float = 0.5, initial_state: bool = False, mask: bool = False,
-              cotangent: bool = False, weights: bool = True) -> Case:
+              scale: float = 0.5, initial_state: bool = False, mask: bool | str = False,
+              cotangent: bool = False, weights: bool = True, masking_layer: bool = False,
+              followups: int = 0, reset: bool = False, followup_state: bool = False,
+              roundtrip: str = "", training: bool = False, dropout_masks: bool = False) -> Case:
     """Arrays for a drawn configuration, from a seeded generator.
 
     ``weights=False`` leaves the weights to the layer's own initializers: an
@@ -246,7 +253,9 @@ def make_case(spec: Spec, drawn: Drawn, seed: int, *, dtype: str = "float32",
     weights the suite could not have shaped for it.
     """
     rng = np.random.default_rng(seed)
-    env = spec.environment(drawn.config, drawn.dims)
+    env = spec.environment(drawn.config, drawn.dims, drawn.input_rank, drawn.probes)
+    # Mixed policies compute in the half format: give values exact there.
+    fmt = {"mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}.get(dtype, dtype)
     filters = drawn.config["filters"]
     F = filters if isinstance(filters, int) and filters > 0 else 1
     kernel = spec.normalize("kernel_size", drawn.config["kernel_size"])
@@ -254,7 +263,7 @@ def make_case(spec: Spec, drawn: Drawn, seed: int, *, dtype: str = "float32",
     C = drawn.dims["channels"]
 
     def uniform(shape, s):
-        return round_to(rng.uniform(-s, s, size=shape), dtype)
+        return round_to(rng.uniform(-s, s, size=shape), fmt)
 
     # Glorot-like scale keeps pre-activations O(1) whatever the fan-in; the
     # drawn multiplier pushes gates into saturation now and then.
@@ -267,14 +276,62 @@ def make_case(spec: Spec, drawn: Drawn, seed: int, *, dtype: str = "float32",
                 dtype=dtype, case_id=f"{drawn.key()}-{seed}")
     if not weights:
         case.kernel = case.recurrent_kernel = case.bias = None
-    if initial_state and "state_shape" in env:
-        case.initial_state = (uniform(env["state_shape"], 1.0), uniform(env["state_shape"], 1.0))
-    if mask:
-        case.mask = rng.random((drawn.dims["batch"], drawn.dims["timesteps"])) < 0.7
+    case.training = bool(training)
+    state_shape = tuple(env.get("state_shape", ()))
+    if env["state_error"] != "none" and state_shape:
+        initial_state = True
+        state_shape = _corrupt_state_shape(state_shape, env["state_error"], case.channels_first)
+    if initial_state and state_shape:
+        case.initial_state = (uniform(state_shape, 1.0), uniform(state_shape, 1.0))
+    B, T = drawn.dims["batch"], drawn.dims["timesteps"]
+    if mask == "leading":
+        # Every row starts with a run of masked steps, some rows all masked but one.
+        lead = rng.integers(1, max(T, 2), size=B)
+        case.mask = np.arange(T)[None, :] >= np.minimum(lead, T - 1)[:, None]
+    elif mask:
+        case.mask = rng.random((B, T)) < 0.7
+    if masking_layer:
+        # Whole frames equal to the mask value mark padded steps, as users pad.
+        case.masking_value = 0.0
+        pad = rng.random((B, T)) < 0.3
+        case.inputs[pad] = 0.0
+    case.roundtrip = roundtrip
+    if dropout_masks and training and state_shape:
+        # One mask per gate, fixed for the whole call, scaled for inverted dropout.
+        def masks(rate, shape):
+            keep = rng.random((4,) + shape) >= rate
+            return round_to(np.where(keep, 1.0 / (1.0 - rate), 0.0), fmt)
+        cl = case.channels_first
+        in_shape = case.inputs.shape
+        frame = (in_shape[0],) + ((in_shape[3], in_shape[4], in_shape[2]) if cl else in_shape[2:])
+        sshape = (state_shape[0],) + ((state_shape[2], state_shape[3], state_shape[1]) if cl
+                                      else state_shape[1:])
+        case.dropout_mask = masks(float(drawn.config.get("dropout", 0.0)), frame)
+        case.recurrent_dropout_mask = masks(float(drawn.config.get("recurrent_dropout", 0.0)), sshape)
+    for k in range(followups):
+        batch = B + 1 if env["followup_batch"] == "other" else B
+        shape = (batch,) + case.inputs.shape[1:]
+        state = None
+        if followup_state and state_shape:
+            state = (uniform((batch,) + state_shape[1:], 1.0),
+                     uniform((batch,) + state_shape[1:], 1.0))
+        case.followups.append(Call(uniform(shape, 1.0), reset=reset, initial_state=state))
     if cotangent and "sequence_shape" in env:
         shape = env["sequence_shape"] if drawn.config.get("return_sequences") else env["state_shape"]
         case.cotangent = uniform(shape, 1.0)
     return case
+
+
+def _corrupt_state_shape(shape: tuple, how: str, channels_first: bool) -> tuple:
+    """A state shape wrong in one documented way (clause INITIAL-STATE-SHAPE)."""
+    shape = list(shape)
+    if how == "rows":
+        shape[2 if channels_first else 1] += 1
+    elif how == "filters":
+        shape[1 if channels_first else 3] += 1
+    elif how == "rank":
+        shape = shape[1:]
+    return tuple(shape)
 
 
 # --------------------------------------------------------------------------

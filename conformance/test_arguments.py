@@ -24,11 +24,13 @@ def test_invalid_configuration_raises(adapter_name, clause_id, adapters, spec, r
         import pytest
         pytest.skip(f"{adapter_name} does not claim argument validation")
 
+    harness.skip_unless_call_claimed(adapter, clause)
+
     @harness.examples_for(adapter_name)
     @given(drawn=invalid_configs(spec, clause, caps=adapter.capabilities(), size=size),
            seed=seeds())
     def example(drawn, seed):
-        case = make_case(spec, drawn, seed, weights=False)
+        case = make_case(spec, drawn, seed, weights=False, **harness.case_options(clause))
         outcome = adapter.run(case)
         ctx.conclude(drawn, case, harness.check_raises(clause, outcome), outcome=outcome)
 

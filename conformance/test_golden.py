@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from adapters.base import Case, required_features
-from conformance import tolerance
+from conformance import harness, tolerance
 from conformance.spec import _load_yaml
 from conformance.strategies import round_to
 
@@ -66,18 +66,11 @@ def test_golden(adapter_name, source, example, adapters, spec, record):
         worst = max(worst, verdict.worst)
         record["worst_ratio"] = worst
         if not verdict.passed:
-            _expected_failure(spec, adapter_name, example["clause"], cfg, x.shape, record)
+            b, t, r, c, ch = x.shape
+            env = spec.environment(cfg, dict(batch=b, timesteps=t, rows=r, cols=c, channels=ch))
+            env["dtype"] = "float32"
+            harness.xfail_if_expected(spec, adapter_name, example["clause"],
+                                      "diverges from the oracle\n" + verdict.describe(), env, record)
         assert verdict.passed, f"{where}: diverges from the oracle\n{verdict.describe()}"
         x = round_to(np.asarray(tolerance.oracle.forward(case).output), "float32")
 
-
-def _expected_failure(spec, adapter_name, clause_id, cfg, shape, record):
-    """xfail when an expectations entry covers this divergence."""
-    from conformance.expectations import for_adapter
-    b, t, r, c, ch = shape
-    env = spec.environment(cfg, dict(batch=b, timesteps=t, rows=r, cols=c, channels=ch))
-    env["dtype"] = "float32"
-    for e in for_adapter(spec, adapter_name):
-        if e.matches(clause_id, env):
-            record["reason"] = e.describe()
-            pytest.xfail(f"[{clause_id}] expected failure on {adapter_name}: {e.describe()}")

@@ -1,10 +1,12 @@
 """Numerical conformance against the float64 oracle: clauses of kind semantics.
 
-Each semantic clause names a focus (the argument values that exercise it);
-Hypothesis draws configurations inside that focus and inside the adapter's
-claimed capabilities, and output, final h and final c are compared element by
-element against the oracle under the budgets of conformance/tolerance.py.
-A mismatch is run a second time to tell nondeterminism from divergence.
+Each semantic clause names a focus (the argument values that exercise it) and
+how to call the layer (initial state, mask, stateful follow-up calls, dropout
+masks, dtypes); Hypothesis draws configurations inside that focus and inside
+the adapter's claimed capabilities, and output, final h and final c (of every
+call) are compared element by element against the oracle under the budgets of
+conformance/tolerance.py.  A mismatch is run a second time to tell
+nondeterminism from divergence.
 """
 from hypothesis import given, strategies as st
 
@@ -12,8 +14,7 @@ from conformance import harness, tolerance
 from conformance.strategies import WEIGHT_SCALES, configs, focus_for, make_case, seeds
 
 CLAUSE_KINDS = ("semantics",)
-# Numerics in the formats every adapter is judged in here; half precision and
-# mixed policies have their own clauses.
+# Formats every semantic clause is judged in unless it names its own.
 DTYPES = ("float32", "float64")
 
 
@@ -24,19 +25,22 @@ def test_matches_oracle(adapter_name, clause_id, adapters, spec, record, results
     ctx = harness.Context(spec, adapter, clause, record, results_dir, test="numerics",
                           key=adapter_name)
     focus = focus_for(spec, clause)
+    if clause.defaults_only:
+        focus = harness.defaults_focus(spec)
     harness.skip_unless_claimed(adapter, focus, clause_id)
-    if caps.return_state:
+    harness.skip_unless_call_claimed(adapter, clause)
+    if caps.return_state and not clause.defaults_only:
         focus.setdefault("return_state", [True])   # judge h and c too
-    dtypes = [d for d in DTYPES if d in caps.dtype]
-    if not dtypes:
-        import pytest
-        pytest.skip(f"{adapter_name} claims none of {DTYPES}")
+    dtypes = harness.dtypes_for(adapter, clause, DTYPES)
+    options = harness.case_options(clause)
 
     @harness.examples_for(adapter_name)
     @given(drawn=configs(spec, focus=focus, sizes=clause.sizes, caps=caps, size=size),
            seed=seeds(), dtype=st.sampled_from(dtypes), scale=st.sampled_from(WEIGHT_SCALES))
     def example(drawn, seed, dtype, scale):
-        case = make_case(spec, drawn, seed, dtype=dtype, scale=scale)
+        if clause.defaults_only:
+            drawn = harness.strip_to_required(spec, drawn)
+        case = make_case(spec, drawn, seed, dtype=dtype, scale=scale, **options)
         outcome = adapter.run(case)
         verdict = tolerance.judge(case, outcome)
         problem = None

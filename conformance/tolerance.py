@@ -54,6 +54,9 @@ UNIT_ROUNDOFF = {
     "float32": 2.0 ** -24,
     "float16": 2.0 ** -11,
     "bfloat16": 2.0 ** -8,
+    # Keras mixed-precision policies compute in the half format.
+    "mixed_float16": 2.0 ** -11,
+    "mixed_bfloat16": 2.0 ** -8,
 }
 ACT_ULPS = 8.0       # library activations: a few ulps of max(|y|, 1)
 LAMBDA = 8.0         # probabilistic bound multiplier (Higham & Mary 2019)
@@ -83,7 +86,8 @@ def _act_err(y: np.ndarray, u: float) -> np.ndarray:
 
 
 def error_bounds(case: Case, result: "oracle.Result", u: float,
-                 per_step: list | None = None) -> dict[str, np.ndarray]:
+                 per_step: list | None = None,
+                 initial: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """First-order error bounds of output, h and c for unit roundoff ``u``.
 
     Arrays come back in the case's data_format, shaped like the oracle's.
@@ -104,8 +108,10 @@ def error_bounds(case: Case, result: "oracle.Result", u: float,
     shape = steps[0].h.shape
     Ho, Wo = shape[1:3]
     pad = oracle._same_pad_spec(Ho, Wo, kh, kw)
-    dh = np.zeros(shape)
-    dc = np.zeros(shape)
+    # ``initial``: error bounds of a carried-in state (channels_last), e.g. the
+    # final state of a previous call on a stateful layer.
+    dh = np.zeros(shape) if initial is None else initial[0]
+    dc = np.zeros(shape) if initial is None else initial[1]
     dout = np.zeros(shape)
     outs = []
     for st in steps:
@@ -145,17 +151,23 @@ def error_bounds(case: Case, result: "oracle.Result", u: float,
     else:
         out = oracle._from_last(outs[-1], cf, time_axis=False)
     return {"output": out, "h": oracle._from_last(dh, cf, False),
-            "c": oracle._from_last(dc, cf, False)}
+            "c": oracle._from_last(dc, cf, False), "h_last": dh, "c_last": dc}
 
 
-def budgets(case: Case, result: "oracle.Result | None" = None) -> dict[str, np.ndarray]:
-    """Per-element budgets for comparing an implementation of ``case.dtype``."""
+def budgets(case: Case, result: "oracle.Result | None" = None,
+            carried: tuple | None = None) -> dict[str, np.ndarray]:
+    """Per-element budgets for comparing an implementation of ``case.dtype``.
+
+    ``carried``: (impl, own) bounds of a state carried in from a previous call.
+    """
     if result is None:
         result = oracle.forward(case)
     u = UNIT_ROUNDOFF[case.dtype]
-    impl = error_bounds(case, result, u)
-    own = error_bounds(case, result, UNIT_ROUNDOFF["float64"])
-    return {k: SAFETY * (impl[k] + own[k]) for k in impl}
+    impl = error_bounds(case, result, u, initial=carried[0] if carried else None)
+    own = error_bounds(case, result, UNIT_ROUNDOFF["float64"], initial=carried[1] if carried else None)
+    out = {k: SAFETY * (impl[k] + own[k]) for k in ("output", "h", "c")}
+    out["_carry"] = ((impl["h_last"], impl["c_last"]), (own["h_last"], own["c_last"]))
+    return out
 
 
 @dataclass
@@ -223,24 +235,43 @@ def compare_tensor(name: str, got: np.ndarray, want: np.ndarray,
 
 
 def judge(case: Case, outcome: Outcome, oracle_result: "oracle.Result | None" = None) -> Verdict:
-    """Judge an implementation's outcome for ``case`` against the oracle."""
+    """Judge an implementation's outcome for ``case`` against the oracle.
+
+    Follow-up calls on a stateful layer are judged too, each with the error
+    of the state it carries in from the call before.
+    """
     if outcome.status != OK:
         return Verdict(False, problems=[f"implementation did not return: {outcome.summary()}"])
-    if oracle_result is None:
-        oracle_result = oracle.forward(case)
-    bud = budgets(case, oracle_result)
-    want = {"output": oracle_result.output, "h": oracle_result.h, "c": oracle_result.c}
+    results = ([oracle_result] if oracle_result is not None and not case.followups
+               else oracle.forward_calls(case))
+    calls = [outcome.outputs] + list(outcome.followup_outputs)
+    if len(calls) != len(results):
+        return Verdict(False, problems=[f"returned results for {len(calls)} call(s), "
+                                        f"expected {len(results)}"])
     names = ["output", "h", "c"] if case.config.get("return_state", False) else ["output"]
-    if len(outcome.outputs) != len(names):
-        return Verdict(False, problems=[f"returned {len(outcome.outputs)} tensors, expected "
-                                        f"{len(names)} ({', '.join(names)})"])
     verdict = Verdict(True)
-    for name, got in zip(names, outcome.outputs):
-        res = compare_tensor(name, got, want[name], bud[name])
-        if isinstance(res, str):
-            verdict.problems.append(res)
-        else:
-            verdict.errors[name] = res
+    carried = None
+    import dataclasses
+    for k, (got_all, res) in enumerate(zip(calls, results)):
+        sub = case if k == 0 else dataclasses.replace(
+            case, inputs=case.followups[k - 1].inputs, followups=[], mask=None, masking_value=None)
+        follow = case.followups[k - 1] if k else None
+        if follow is not None and (follow.reset or follow.initial_state is not None):
+            carried = None
+        bud = budgets(sub, res, carried)
+        carried = bud["_carry"]
+        label = "" if k == 0 else f"call {k + 1} "
+        if len(got_all) != len(names):
+            verdict.problems.append(f"{label}returned {len(got_all)} tensors, expected "
+                                    f"{len(names)} ({', '.join(names)})")
+            continue
+        want = {"output": res.output, "h": res.h, "c": res.c}
+        for name, got in zip(names, got_all):
+            cmp = compare_tensor(f"{label}{name}", got, want[name], bud[name])
+            if isinstance(cmp, str):
+                verdict.problems.append(cmp)
+            else:
+                verdict.errors[f"{label}{name}"] = cmp
     verdict.passed = not verdict.problems and verdict.worst <= 1.0
     return verdict
 

@@ -346,7 +346,7 @@ REAL_DEFECTS = {
     "break-unknown-argument": ("dilation_rate: {values: [2, [1, 2], [3, 3]]}}",
                                "dilation: {values: [2, [1, 2], [3, 3]]}}", "dilation: {values",
                                r"^clause ARG-STRIDES-DILATION breaks unknown name 'dilation'$"),
-    "focus-unknown-argument": ("focus: {go_backwards: [true]}", "focus: {backwards: [true]}",
+    "focus-unknown-argument": ("focus: {go_backwards: [true], return_sequences", "focus: {backwards: [true], return_sequences",
                                "focus: {backwards", r"^clause SEM-GO-BACKWARDS focuses on unknown argument 'backwards'$"),
     "expr-import": ('forbids: "input_rank != 5"', "forbids: \"__import__('os').system('true')\"",
                     "__import__", r"^bad expression: call to .* not allowed"),

@@ -26,7 +26,8 @@ def test_invalid_draws_break_exactly_their_clause(clause_id):
     @settings(max_examples=40, deadline=None)
     @given(drawn=invalid_configs(SPEC, clause))
     def check(drawn):
-        assert SPEC.violations(drawn.config, drawn.dims, drawn.input_rank) == [clause_id], drawn
+        assert SPEC.violations(drawn.config, drawn.dims, drawn.input_rank,
+                               drawn.probes) == [clause_id], drawn
 
     check()
 

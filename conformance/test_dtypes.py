@@ -1,0 +1,40 @@
+"""Result dtypes: clauses of kind dtype.
+
+Outputs and states must come back in the layer's compute dtype (the dtype it
+was built with, or the compute dtype of a mixed-precision policy), for every
+dtype and policy the adapter claims.
+"""
+from hypothesis import given, strategies as st
+
+from conformance import harness
+from conformance.strategies import configs, focus_for, make_case, seeds
+
+CLAUSE_KINDS = ("dtype",)
+
+
+def test_result_dtype(adapter_name, clause_id, adapters, spec, record, results_dir, size):
+    adapter = adapters.get(adapter_name)
+    clause = spec.clause(clause_id)
+    caps = adapter.capabilities()
+    ctx = harness.Context(spec, adapter, clause, record, results_dir, test="dtypes",
+                          key=adapter_name)
+    focus = focus_for(spec, clause)
+    harness.skip_unless_claimed(adapter, focus, clause_id)
+    dtypes = harness.dtypes_for(adapter, clause, tuple(clause.result_dtypes))
+
+    @harness.examples_for(adapter_name)
+    @given(drawn=configs(spec, focus=focus, caps=caps, size=size), seed=seeds(),
+           dtype=st.sampled_from(dtypes))
+    def example(drawn, seed, dtype):
+        case = make_case(spec, drawn, seed, dtype=dtype)
+        outcome = adapter.run(case)
+        want = clause.result_dtypes[dtype]
+        problem = None
+        if outcome.status != "ok":
+            problem = f"a valid {dtype} configuration did not run: {outcome.summary()}"
+        elif any(d != want for d in outcome.dtypes):
+            problem = f"a {dtype} layer returned {outcome.dtypes}, expected {want} for every tensor"
+        ctx.conclude(drawn, case, problem, outcome=outcome)
+
+    example()
+    ctx.finish()
