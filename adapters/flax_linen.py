@@ -20,14 +20,9 @@ assembles Keras's return structure from the RNN's carry and output sequence.
 from __future__ import annotations
 
 import functools
-import time
-import traceback
 
-import numpy as np
-
-from adapters.base import (ADAPTER_ERROR, CALL, CONSTRUCT, OK, RAISED, REFUSED,
-                           Adapter, Capabilities, Case, ErrorInfo, Outcome, Refused,
-                           required_features)
+from adapters.base import Adapter, Capabilities, Case, Outcome
+from adapters.jax_glue import jit_layer, run_jax_case
 
 FORGET_OFFSET = 1.0  # ConvLSTMCell computes sigmoid(f + 1)
 
@@ -57,10 +52,6 @@ def keras_to_flax_params(kernel, recurrent_kernel, bias, filters: int) -> dict:
     b = offset * 0 if bias is None else bias
     return {"ih": {"kernel": reorder(kernel), "bias": reorder(b - offset)},
             "hh": {"kernel": reorder(recurrent_kernel), "bias": jnp.zeros((4 * filters,), dtype)}}
-
-
-def _pair(v) -> tuple[int, int]:
-    return (int(v[0]), int(v[1])) if isinstance(v, (list, tuple)) else (int(v), int(v))
 
 
 @functools.lru_cache(maxsize=64)
@@ -103,126 +94,3 @@ class FlaxConvLSTM(Adapter):
 
     def run(self, case: Case) -> Outcome:
         return run_jax_case(case, self.capabilities(), _compiled)
-
-
-# -- glue shared by the JAX adapters' run() ----------------------------------
-
-GRAD_NAMES = ("inputs", "kernel", "recurrent_kernel", "bias", "initial_h", "initial_c")
-
-
-def jit_layer(unroll, filters: int, use_bias: bool, channels_first: bool,
-              return_sequences: bool, with_grads: bool):
-    """Jitted ``(x, kernel, recurrent_kernel, bias, h0, c0[, cot])`` -> outputs[, grads].
-
-    ``unroll(kernel, recurrent_kernel, bias, x, h0, c0)`` runs the library on
-    channels_last arrays and returns (outputs in processing order, h, c).  This
-    wrapper adds the data_format transposes, zero initial state (None h0/c0) and
-    Keras's last-step output; with ``with_grads`` it also returns the VJP of the
-    output with ``cot`` for each argument, in the case's own layouts.
-    """
-    import jax
-    import jax.numpy as jnp
-
-    def forward(x, kernel, recurrent_kernel, bias, h0, c0):
-        if channels_first:
-            x = jnp.moveaxis(x, 2, -1)
-            h0, c0 = (None if s is None else jnp.moveaxis(s, 1, -1) for s in (h0, c0))
-        if h0 is None:
-            h0 = c0 = jnp.zeros(x.shape[:1] + x.shape[2:4] + (filters,), x.dtype)
-        ys, h, c = unroll(kernel, recurrent_kernel, bias if use_bias else None, x, h0, c0)
-        out = ys if return_sequences else ys[:, -1]
-        if channels_first:
-            out = jnp.moveaxis(out, -1, 2 if return_sequences else 1)
-            h, c = jnp.moveaxis(h, -1, 1), jnp.moveaxis(c, -1, 1)
-        return out, h, c
-
-    if not with_grads:
-        return jax.jit(forward)
-
-    def forward_and_grads(x, kernel, recurrent_kernel, bias, h0, c0, cot):
-        outs, pullback = jax.vjp(forward, x, kernel, recurrent_kernel, bias, h0, c0)
-        grads = pullback((cot.astype(outs[0].dtype), jnp.zeros_like(outs[1]),
-                          jnp.zeros_like(outs[2])))
-        return outs, grads
-
-    return jax.jit(forward_and_grads)
-
-
-def check_case(case: Case, caps: Capabilities) -> None:
-    """Raise Refused for a case these adapters cannot run."""
-    missing = caps.missing(required_features(case))
-    if missing:
-        raise Refused("outside capabilities: " + ", ".join(missing))
-    if case.kernel is None or case.recurrent_kernel is None:
-        raise Refused("the case carries no weights to map")
-    if case.config.get("use_bias", True) and case.bias is None:
-        raise Refused("use_bias is set but the case carries no bias")
-    if np.ndim(case.inputs) != 5 or np.shape(case.inputs)[1] < 1:
-        raise Refused(f"needs 5-D inputs with at least one step, got {np.shape(case.inputs)}")
-
-
-def run_jax_case(case: Case, caps: Capabilities, compiled) -> Outcome:
-    """Run ``case`` through ``compiled(static config...)``; never raises.
-
-    Errors while building the module are reported at construction, errors from
-    the jitted call (where Haiku builds its modules) at call.
-    """
-    start = time.perf_counter()
-    try:
-        check_case(case, caps)
-    except Refused as exc:
-        return Outcome(status=REFUSED, detail=str(exc))
-    except Exception:
-        return Outcome(status=ADAPTER_ERROR, detail=traceback.format_exc())
-
-    cfg = case.config
-    use_bias = bool(cfg.get("use_bias", True))
-    phase = CONSTRUCT
-    try:
-        import jax
-        # The capabilities claim the CPU: pin it even where JAX sees an accelerator.
-        with jax.enable_x64(case.dtype == "float64"), jax.default_device(jax.devices("cpu")[0]):
-            fn = compiled(case.filters, _pair(cfg["kernel_size"]), use_bias,
-                          case.channels_first, bool(cfg.get("return_sequences", False)),
-                          bool(cfg.get("go_backwards", False)), case.cotangent is not None)
-            phase = CALL
-            args = jax_args(case, use_bias)
-            if case.cotangent is None:
-                outs, grads = fn(*args), None
-            else:
-                outs, grads = fn(*args, cast_for_jax(case.cotangent, case.dtype))
-            jax.block_until_ready(outs)
-    except Exception as exc:
-        return Outcome(status=RAISED, error=ErrorInfo.from_exception(exc, phase),
-                       duration_s=time.perf_counter() - start)
-    try:
-        return jax_outcome(case, outs, grads, start)
-    except Exception:
-        return Outcome(status=ADAPTER_ERROR, detail=traceback.format_exc())
-
-
-def cast_for_jax(a, dtype: str):
-    import jax.numpy as jnp
-    return None if a is None else jnp.asarray(np.asarray(a, np.float64), dtype=jnp.dtype(dtype))
-
-
-def jax_args(case: Case, use_bias: bool) -> tuple:
-    h0, c0 = case.initial_state if case.initial_state is not None else (None, None)
-    return tuple(cast_for_jax(a, case.dtype) for a in (
-        case.inputs, case.kernel, case.recurrent_kernel, case.bias if use_bias else None,
-        h0, c0))
-
-
-def jax_outcome(case: Case, outs, grads, start: float) -> Outcome:
-    """Keras's return structure from (output, h, c), as float64 numpy."""
-    arrays = [np.asarray(a).astype(np.float64) for a in outs]
-    dtypes = [str(np.dtype(a.dtype)) for a in outs]
-    if not case.config.get("return_state", False):
-        arrays, dtypes = arrays[:1], dtypes[:1]
-    out = Outcome(status=OK, outputs=arrays, structure="list" if len(arrays) == 3 else "tensor",
-                  dtypes=dtypes)
-    if grads is not None:
-        out.grads = {name: np.asarray(g).astype(np.float64)
-                     for name, g in zip(GRAD_NAMES, grads) if g is not None}
-    out.duration_s = time.perf_counter() - start
-    return out

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 
 from adapters.base import Adapter, Capabilities, Case, Outcome
-from adapters.flax_linen import jit_layer, run_jax_case
+from adapters.jax_glue import jit_layer, run_jax_case
 
 MODULE = "conv_lstm"          # the Conv2DLSTM's module name, prefix of its parameters
 FORGET_OFFSET = 1.0           # ConvNDLSTM computes sigmoid(f + 1)

@@ -338,7 +338,6 @@ class NumpyOracle(Adapter):
             return Outcome(status=REFUSED, detail="the oracle has nothing to serialize")
         try:
             results = forward_calls(case)
-            res = results[0]
         except ValueError as exc:
             # The oracle checks only what it needs to compute; argument errors
             # are the frameworks' business, so report them at call time.

@@ -29,8 +29,6 @@ def _repro(args) -> int:
     from adapters.base import Case, CaseFileError
     from conformance import harness, tolerance
     from conformance.spec import load
-    from conformance.strategies import Drawn
-
     try:
         case = Case.load(args.case)
     except CaseFileError as exc:

@@ -7,7 +7,6 @@ writes one JSON record per test for the report.
 """
 from __future__ import annotations
 
-import os
 import traceback
 from pathlib import Path
 

@@ -4,7 +4,7 @@ For every return_sequences x return_state combination the layer returns the
 documented structure (one tensor, or [output, h, c]) with the documented
 shapes, for both data formats and both paddings.
 """
-from hypothesis import given, strategies as st
+from hypothesis import given
 
 from conformance import harness
 from conformance.strategies import Unsatisfiable, configs, focus_for, make_case, seeds

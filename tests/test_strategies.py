@@ -2,7 +2,7 @@
 exactly the named one, by construction (rejection rate measured)."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
 
 from adapters.base import Capabilities, required_features
 from conformance.spec import load_cached

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from adapters.base import Case, Outcome
+from adapters.base import Outcome
 from conformance import tolerance
 from conformance.spec import load_cached
 from conformance.strategies import WEIGHT_SCALES, Chooser, configs, draw_config, make_case, seeds

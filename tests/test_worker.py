@@ -1,9 +1,8 @@
 """The worker boundary: a crash, a hang or an out-of-memory in an adapter is a
 recorded outcome for that case, and the next case gets a fresh worker."""
 import numpy as np
-import pytest
 
-from adapters.base import CRASHED, OK, TIMEOUT, ADAPTER_ERROR, Case
+from adapters.base import CRASHED, OK, TIMEOUT, Case
 from adapters.worker import WorkerAdapter
 
 
