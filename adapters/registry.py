@@ -109,6 +109,18 @@ def from_object(path: str) -> Adapter:
     return Guarded(_instantiate(path, {}))
 
 
+def from_command(spec: str) -> Adapter:
+    """An out-of-process implementation: ``NAME=COMMAND ARGS...`` speaking the
+    worker protocol (docs/worker-protocol.md)."""
+    import shlex
+    from adapters.worker import WorkerAdapter
+    name, sep, command = spec.partition("=")
+    argv = shlex.split(command)
+    if not sep or not name.strip() or not argv:
+        raise ValueError(f"--adapter-command wants NAME=COMMAND, got {spec!r}")
+    return WorkerAdapter(name.strip(), argv=argv)
+
+
 class Guarded(Adapter):
     """An in-process adapter whose exceptions become outcomes.
 

@@ -10,10 +10,12 @@ Protocol (language-neutral, so out-of-process third-party implementations can
 speak it too; see ``docs/worker-protocol.md``): one JSON object per line.
 The parent writes requests on the worker's stdin; the worker answers on its
 stdout, one line per request.  Arrays travel in ``.npz`` files (loaded with
-``allow_pickle=False``) named in the request:
+``allow_pickle=False``) named in the request; docs/worker-protocol.md gives the
+file layouts:
 
 * first line from the worker: ``{"ok": true, "op": "hello", "pid": N}``
 * ``{"op": "run", "case": PATH, "result": PATH}`` -> ``{"ok": true}``, outcome in PATH
+* ``{"op": "capabilities"}`` -> ``{"ok": true, "capabilities": {...}}`` (Capabilities.to_json)
 * ``{"op": "versions"}`` -> ``{"ok": true, "versions": {...}}``
 * ``{"op": "reset"}`` -> ``{"ok": true}`` (stateful layers forget their state)
 * ``{"op": "close"}`` -> ``{"ok": true}`` and the worker exits
@@ -197,16 +199,22 @@ def _describe_exit(code: int) -> str:
 class WorkerAdapter(Adapter):
     """An adapter whose implementation runs in a worker process."""
 
-    def __init__(self, name: str, target: str, kwargs: dict[str, Any] | None = None,
+    def __init__(self, name: str, target: str | None = None, kwargs: dict[str, Any] | None = None,
                  env: dict[str, str] | None = None, capabilities: Capabilities | None = None,
                  timeout_s: float = 120.0, start_timeout_s: float = 300.0,
-                 memory_limit_mb: float | None = 8192.0):
+                 memory_limit_mb: float | None = 8192.0, argv: list[str] | None = None):
+        """``target`` ("module:Class") runs one of our adapter classes in
+        ``python -m adapters.worker``; ``argv`` runs any program that speaks the
+        protocol (a third-party implementation in any language)."""
+        if (target is None) == (argv is None):
+            raise ValueError("give exactly one of target and argv")
         self.name = name
         self.target = target
         self.kwargs = kwargs or {}
         self._caps = capabilities
         self.timeout_s = timeout_s
-        argv = [sys.executable, "-m", "adapters.worker", target, json.dumps(self.kwargs)]
+        if argv is None:
+            argv = [sys.executable, "-m", "adapters.worker", target, json.dumps(self.kwargs)]
         self.process = WorkerProcess(argv, env=env, start_timeout_s=start_timeout_s,
                                      memory_limit_mb=memory_limit_mb)
         self._tmp = tempfile.TemporaryDirectory(prefix=f"convlstm-{name}-")
@@ -215,9 +223,15 @@ class WorkerAdapter(Adapter):
 
     def capabilities(self) -> Capabilities:
         if self._caps is None:
-            # Adapter modules import their frameworks lazily, so asking the
-            # class here is cheap and needs no worker.
-            self._caps = _instantiate(self.target, self.kwargs).capabilities()
+            if self.target is not None:
+                # Adapter modules import their frameworks lazily, so asking the
+                # class here is cheap and needs no worker.
+                self._caps = _instantiate(self.target, self.kwargs).capabilities()
+            else:
+                reply = self.process.request({"op": "capabilities"}, self.timeout_s)
+                if not reply.get("ok") or not isinstance(reply.get("capabilities"), dict):
+                    raise WorkerError(ADAPTER_ERROR, f"{self.name}: no capabilities in {reply!r:.300}")
+                self._caps = Capabilities.from_json(reply["capabilities"])
         return self._caps
 
     def versions(self) -> dict[str, str]:
@@ -300,6 +314,8 @@ def serve(target: str, kwargs_json: str) -> int:
                 reply({"ok": True})
             elif op == "versions":
                 reply({"ok": True, "versions": adapter.versions()})
+            elif op == "capabilities":
+                reply({"ok": True, "capabilities": adapter.capabilities().to_json()})
             elif op == "reset":
                 getattr(adapter, "reset", lambda: None)()
                 reply({"ok": True})

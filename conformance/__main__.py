@@ -36,8 +36,12 @@ def _repro(args) -> int:
         return 2
     spec = load(args.spec)
     try:
-        adapter = (registry.from_object(args.adapter[len("object:"):])
-                   if args.adapter.startswith("object:") else registry.create(registry.known(args.adapter)))
+        if args.adapter.startswith("object:"):
+            adapter = registry.from_object(args.adapter[len("object:"):])
+        elif args.adapter.startswith("command:"):
+            adapter = registry.from_command(args.adapter[len("command:"):])
+        else:
+            adapter = registry.create(registry.known(args.adapter))
     except Exception as exc:
         print(f"error: cannot create adapter {args.adapter}: {exc}", file=sys.stderr)
         return 2

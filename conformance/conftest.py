@@ -27,6 +27,9 @@ def pytest_addoption(parser):
                     help="comma-separated adapter names, or 'all' (every installed one)")
     group.addoption("--adapter-object", action="append", default=[],
                     help="a third-party in-process adapter, 'package.module:factory' (repeatable)")
+    group.addoption("--adapter-command", action="append", default=[],
+                    help="a third-party out-of-process adapter, 'NAME=COMMAND ARGS' speaking "
+                         "the worker protocol (repeatable)")
     group.addoption("--results-dir", default=str(REPO_ROOT / "reports" / "out"),
                     help="where JSON records, failing cases and the report go")
     group.addoption("--size", choices=["small", "big"], default="small",
@@ -51,6 +54,8 @@ def _selected(config) -> list[str]:
         names = [n.strip() for n in raw.split(",") if n.strip()]
     for path in config.getoption("--adapter-object"):
         names.append(f"object:{path}")
+    for command in config.getoption("--adapter-command"):
+        names.append(f"command:{command}")
     return names
 
 
@@ -77,7 +82,8 @@ def pytest_configure(config):
 def pytest_generate_tests(metafunc):
     if "adapter_name" in metafunc.fixturenames:
         names = _selected(metafunc.config)
-        metafunc.parametrize("adapter_name", names, ids=names)
+        ids = [n.partition("=")[0] if n.startswith("command:") else n for n in names]
+        metafunc.parametrize("adapter_name", names, ids=ids)
     if "clause_id" in metafunc.fixturenames:
         spec = load_cached(metafunc.config.getoption("--spec"))
         kinds = getattr(metafunc.module, "CLAUSE_KINDS", ())
@@ -105,6 +111,8 @@ class AdapterPool:
             try:
                 if name.startswith("object:"):
                     adapter = registry.from_object(name[len("object:"):])
+                elif name.startswith("command:"):
+                    adapter = registry.from_command(name[len("command:"):])
                 else:
                     spec_ = registry.known(name)
                     ok, why = spec_.available()

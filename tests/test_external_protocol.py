@@ -1,0 +1,50 @@
+"""A third-party implementation in its own process, speaking only the
+documented protocol (tests/external_impl.py imports nothing of ours)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from adapters import registry
+from conformance.spec import load_cached
+from conformance.strategies import Chooser, draw_config, make_case
+from conformance import tolerance
+
+ROOT = Path(__file__).resolve().parent.parent
+IMPL = ROOT / "tests" / "external_impl.py"
+
+
+def test_external_adapter_reports_capabilities_and_conforms():
+    adapter = registry.from_command(f"external={sys.executable} {IMPL}")
+    try:
+        caps = adapter.capabilities()
+        assert caps.padding == frozenset({"same", "valid"}) and not caps.strides
+        spec = load_cached()
+        rng = np.random.default_rng(0)
+        for k in range(5):
+            drawn = draw_config(Chooser(rng=rng), spec, caps=caps, focus={"return_state": [True]})
+            case = make_case(spec, drawn, k)
+            verdict = tolerance.judge(case, adapter.run(case))
+            assert verdict.passed, (drawn.config, verdict.describe())
+        assert adapter.versions()["external-impl"] == "1.0"
+    finally:
+        adapter.close()
+
+
+def test_suite_runs_an_external_implementation_and_catches_its_bug(tmp_path):
+    base = [sys.executable, "-m", "pytest", "conformance/test_numerics.py", "-q", "-p",
+            "no:cacheprovider", "--profile", "ci", "--adapters", "", "-k", "SEM-STEP"]
+    good = subprocess.run(base + ["--results-dir", str(tmp_path / "good"), "--adapter-command",
+                                  f"external={sys.executable} {IMPL}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert good.returncode == 0, good.stdout[-3000:]
+    bad = subprocess.run(base + ["--results-dir", str(tmp_path / "bad"), "--adapter-command",
+                                 f"external={sys.executable} {IMPL} --wrong-forget-bias"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 1 and "[SEM-STEP] external: diverges from the oracle" in bad.stdout, \
+        bad.stdout[-3000:]
+    record = [json.loads(line) for p in (tmp_path / "bad").glob("results-*.jsonl")
+              for line in p.read_text().splitlines()][0]
+    assert record["repro"].startswith("python -m conformance repro ") and "command:" in record["repro"]
