@@ -13,7 +13,8 @@ import time
 
 import numpy as np
 
-from adapters.base import OK, RAISED, REFUSED, CALL, Adapter, Capabilities, Case, ErrorInfo, Outcome
+from adapters.base import (OK, RAISED, REFUSED, CALL, Adapter, Capabilities, Case, ErrorInfo,
+                           Outcome, required_features)
 
 MUTATIONS = (
     None,
@@ -98,6 +99,9 @@ class Float32ConvLSTM(Adapter):
         start = time.perf_counter()
         if case.kernel is None:
             return Outcome(status=REFUSED, detail="no initializers: give it weights")
+        missing = self.capabilities().missing(required_features(case))
+        if missing:
+            return Outcome(status=REFUSED, detail=f"outside capabilities: {missing}")
         try:
             outputs = self._run(case)
         except ValueError as exc:
