@@ -379,22 +379,77 @@ def conv2d_backward(x: np.ndarray, w: np.ndarray, dz: np.ndarray, strides=(1, 1)
     return dxp[:, pt:pt + H, pl:pl + W, :], dwt
 
 
-def derivative(fn, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(slope, half-width of the slope's ambiguity) of ``fn`` at ``z``.
+def _gelu_slope(x):
+    from scipy.special import erf
+    return 0.5 * (1.0 + erf(x / np.sqrt(2.0))) + x * np.exp(-0.5 * x * x) / np.sqrt(2.0 * np.pi)
 
-    Central differences in float64 (error about 1e-10).  At a kink (relu at 0,
-    hard_sigmoid at +-3) the one-sided slopes differ and an implementation may
-    take either; the half-width says by how much.
+
+def _mish_slope(x):
+    sp = _softplus(x)
+    t = np.tanh(sp)
+    return t + x * (1.0 - t * t) * _sigmoid(x)
+
+
+def _step(x, lo, hi, inside, outside=0.0):
+    return np.where((x > lo) & (x < hi), inside, outside)
+
+
+# Slopes of the activations, written by hand from their definitions, and the
+# points where the slope jumps (an implementation may take either side there).
+SLOPES: dict[str, tuple] = {
+    "tanh": (lambda x: 1.0 - np.tanh(x) ** 2, ()),
+    "sigmoid": (lambda x: _sigmoid(x) * (1.0 - _sigmoid(x)), ()),
+    "hard_sigmoid": (lambda x: _step(x, -3.0, 3.0, 1.0 / 6.0), (-3.0, 3.0)),
+    "relu": (lambda x: np.where(x > 0, 1.0, 0.0), (0.0,)),
+    "relu6": (lambda x: _step(x, 0.0, 6.0, 1.0), (0.0, 6.0)),
+    "leaky_relu": (lambda x: np.where(x > 0, 1.0, 0.2), (0.0,)),
+    "elu": (lambda x: np.where(x > 0, 1.0, np.exp(np.minimum(x, 0.0))), ()),
+    "selu": (lambda x: _SELU_SCALE * np.where(x > 0, 1.0, _SELU_ALPHA * np.exp(np.minimum(x, 0.0))),
+             (0.0,)),
+    "celu": (lambda x: np.where(x > 0, 1.0, np.exp(np.minimum(x, 0.0))), ()),
+    "softplus": (_sigmoid, ()),
+    "softsign": (lambda x: 1.0 / (1.0 + np.abs(x)) ** 2, ()),
+    "squareplus": (lambda x: 0.5 * (1.0 + x / np.sqrt(x * x + 4.0)), ()),
+    "soft_shrink": (lambda x: np.where(np.abs(x) > 0.5, 1.0, 0.0), (-0.5, 0.5)),
+    "hard_shrink": (lambda x: np.where(np.abs(x) > 0.5, 1.0, 0.0), (-0.5, 0.5)),
+    "tanh_shrink": (lambda x: np.tanh(x) ** 2, ()),
+    "hard_tanh": (lambda x: _step(x, -1.0, 1.0, 1.0), (-1.0, 1.0)),
+    "sparse_plus": (lambda x: np.clip((x + 1.0) / 2.0, 0.0, 1.0), ()),
+    "sparse_sigmoid": (lambda x: _step(x, -1.0, 1.0, 0.5), (-1.0, 1.0)),
+    "silu": (lambda x: _sigmoid(x) * (1.0 + x * (1.0 - _sigmoid(x))), ()),
+    "swish": (lambda x: _sigmoid(x) * (1.0 + x * (1.0 - _sigmoid(x))), ()),
+    "gelu": (_gelu_slope, ()),
+    "exponential": (np.exp, ()),
+    "hard_silu": (lambda x: np.where(x >= 3.0, 1.0, _step(x, -3.0, 3.0, (2.0 * x + 3.0) / 6.0)),
+                  (-3.0, 3.0)),
+    "hard_swish": (lambda x: np.where(x >= 3.0, 1.0, _step(x, -3.0, 3.0, (2.0 * x + 3.0) / 6.0)),
+                   (-3.0, 3.0)),
+    "mish": (_mish_slope, ()),
+    "log_sigmoid": (lambda x: _sigmoid(-x), ()),
+    "linear": (lambda x: np.ones_like(x), ()),
+}
+
+
+def derivative(name: str | None, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(slope, half-width of the slope's ambiguity) of activation ``name`` at ``z``.
+
+    Exact from SLOPES; at a kink (relu at 0, hard_sigmoid at +-3) the one-sided
+    slopes differ and an implementation may take either: the slope is their
+    mean and the half-width says by how much they differ.
     """
-    h = 1e-6 * np.maximum(np.abs(z), 1.0)
+    fn, kinks = SLOPES["linear" if name is None else name]
+    z = np.asarray(z, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
-        y0 = fn(z)
-        left = (y0 - fn(z - h)) / h
-        right = (fn(z + h) - y0) / h
-        mid = (fn(z + h) - fn(z - h)) / (2 * h)
-    jump = np.abs(right - left)
-    kink = jump > 1e-3 * np.maximum(np.abs(mid), 1.0)
-    return np.where(kink, (left + right) / 2, mid), np.where(kink, jump / 2, 0.0)
+        mid = np.asarray(fn(z), dtype=np.float64) * np.ones_like(z)
+        half = np.zeros_like(z)
+        for k in kinks:
+            at = z == k
+            if at.any():
+                eps = 1e-9 * max(1.0, abs(k))
+                left, right = float(fn(np.array(k - eps))), float(fn(np.array(k + eps)))
+                mid = np.where(at, (left + right) / 2, mid)
+                half = np.where(at, abs(right - left) / 2, half)
+    return mid, half
 
 
 def backward(case: Case, result: Result, absolute: bool = False,
@@ -414,8 +469,9 @@ def backward(case: Case, result: Result, absolute: bool = False,
     dilation = _pair(cfg.get("dilation_rate", 1))
     padding = str(cfg.get("padding", "valid")).lower()
     cf = case.channels_first
-    act = activation(cfg.get("activation", "tanh"))
-    ract = activation(cfg.get("recurrent_activation", "sigmoid"))
+    act_name = cfg.get("activation", "tanh")
+    ract_name = cfg.get("recurrent_activation", "sigmoid")
+    act = activation(act_name)
     A = np.abs if absolute else (lambda v: v)
     x = A(_to_last(np.asarray(case.inputs, dtype=np.float64), cf, time_axis=True))
     K = A(np.asarray(case.kernel, dtype=np.float64))
@@ -461,14 +517,15 @@ def backward(case: Case, result: Result, absolute: bool = False,
         a = W(act(st.c), "a")
         part = (lambda key, lo, hi: sk[key][..., lo:hi]) if sk is not None else (lambda *_: None)
         dc_new = np.where(sel, dc, 0.0) + dh_new * o * slope(
-            act, st.c, sk["c"] if sk else None, sk["slope_a"] if sk else 0.0)
+            act_name, st.c, sk["c"] if sk else None, sk["slope_a"] if sk else 0.0)
         do = dh_new * a
         di, df, dg = dc_new * gc, dc_new * W(st.c_prev, "c_prev"), dc_new * i
         dc = dc_new * f + dc_pass
         dz = np.concatenate(
             [d_gate * slope(fn, st.z[..., n * F:(n + 1) * F], part("z", n * F, (n + 1) * F),
                             part("slope_gates", n * F, (n + 1) * F) if sk else 0.0)
-             for n, (d_gate, fn) in enumerate(((di, ract), (df, ract), (dg, act), (do, ract)))],
+             for n, (d_gate, fn) in enumerate(((di, ract_name), (df, ract_name), (dg, act_name),
+                                               (do, ract_name)))],
             axis=-1)
         dh_prev = np.zeros_like(dh)
         h_prev = W(st.h_prev, "h_prev")

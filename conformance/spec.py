@@ -254,7 +254,7 @@ class Clause:
         return self.error is not None
 
 
-@dataclass
+@dataclass(eq=False)
 class Spec:
     path: Path
     layer: str
@@ -293,10 +293,12 @@ class Spec:
         return value
 
     def environment(self, config: Mapping[str, Any], dims: Mapping[str, Any] | None = None,
-                    input_rank: int = 5, probes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                    input_rank: int = 5, probes: Mapping[str, Any] | None = None,
+                    only: set[str] | frozenset | None = None) -> dict[str, Any]:
         """Names for expressions: normalised arguments (defaults filled in),
         input dimensions and derived values.  A derived value that cannot be
-        computed (an invalid argument) is left out."""
+        computed (an invalid argument) is left out.  ``only``: compute just the
+        derived names these depend on (drawing evaluates many bounds)."""
         env: dict[str, Any] = {}
         for arg in self.arguments.values():
             if arg.type == "input":
@@ -309,12 +311,23 @@ class Spec:
         env.update(probes or {})
         # Which arguments the configuration names; the rest take defaults.
         env["given"] = tuple(config)
+        wanted = None if only is None else self._closure(frozenset(only))
         for name, expr in self.derived:
+            if wanted is not None and name not in wanted:
+                continue
             try:
                 env[name] = expr(env)
             except ExprError:
                 pass
         return env
+
+    @functools.lru_cache(maxsize=256)
+    def _closure(self, names: frozenset) -> frozenset:
+        out = set(names)
+        for name, expr in reversed(self.derived):
+            if name in out:
+                out |= set(expr.names)
+        return frozenset(out)
 
     def violations(self, config: Mapping[str, Any], dims: Mapping[str, Any] | None = None,
                    input_rank: int = 5, probes: Mapping[str, Any] | None = None) -> list[str]:

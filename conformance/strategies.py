@@ -97,6 +97,14 @@ def restrictions(caps: Capabilities | None) -> dict[str, Callable[[Any], bool]]:
 # Drawing
 
 
+def _bound_names(rng_: Range | None) -> frozenset:
+    from conformance.expr import Expr
+    if rng_ is None:
+        return frozenset()
+    return frozenset().union(*(b.names for b in (rng_.min, rng_.max, rng_.big_max)
+                               if isinstance(b, Expr)))
+
+
 def _candidates(rng_: Range, env: Mapping[str, Any], size: str) -> tuple[list | None, int, int]:
     if rng_.values is not None:
         return list(rng_.values), 0, 0
@@ -150,7 +158,8 @@ def draw_config(ch: Chooser, spec: Spec, *, size: str = SMALL,
     for arg in spec.arguments.values():
         if arg.type == "input" or arg.phase != "constructor":
             continue
-        env = spec.environment(config)
+        rng_ = breaks.get(arg.name, arg.draw)
+        env = spec.environment(config, only=_bound_names(rng_)) if _bound_names(rng_) else {}
         if arg.name in breaks:
             config[arg.name] = _draw_value(ch, arg.name, arg.type, breaks[arg.name], env, size, None)
         elif arg.name in focus:
@@ -164,7 +173,7 @@ def draw_config(ch: Chooser, spec: Spec, *, size: str = SMALL,
     inputs = next(a for a in spec.arguments.values() if a.type == "input")
     dims: dict[str, int] = {}
     for dim, rng_ in inputs.dims.items():
-        env = spec.environment(config, dims)
+        env = spec.environment(config, dims, only=_bound_names(breaks.get(dim, rng_)))
         if dim in breaks:
             dims[dim] = _draw_value(ch, dim, "int", breaks[dim], env, size, None)
         elif sizes and dim in sizes:

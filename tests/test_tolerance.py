@@ -176,3 +176,25 @@ def test_missing_gradient_is_a_problem():
     partial = {n: g for n, g in want.items() if n != "recurrent_kernel"}
     verdict = tolerance.judge_gradients(case, _with_grads(case, partial))
     assert not verdict.passed and "recurrent_kernel" in verdict.describe()
+
+
+@pytest.mark.parametrize("name", sorted(tolerance.oracle.SLOPES))
+def test_hand_written_slopes_match_central_differences(name):
+    """Every activation's slope away from its kinks, against float64 central
+    differences of the activation itself."""
+    fn = tolerance.oracle.activation(name)
+    _, kinks = tolerance.oracle.SLOPES[name]
+    x = np.linspace(-5.3, 5.3, 211)
+    x = x[np.all([np.abs(x - k) > 1e-3 for k in kinks], axis=0)] if kinks else x
+    h = 1e-6
+    numeric = (fn(x + h) - fn(x - h)) / (2 * h)
+    slope, half = tolerance.oracle.derivative(name, x)
+    np.testing.assert_allclose(slope, numeric, rtol=1e-6, atol=1e-8, err_msg=name)
+    assert not half.any()
+
+
+def test_slope_ambiguity_at_kinks():
+    slope, half = tolerance.oracle.derivative("relu", np.array([0.0, 1.0]))
+    assert slope[0] == 0.5 and half[0] == 0.5 and half[1] == 0.0
+    slope, half = tolerance.oracle.derivative("hard_sigmoid", np.array([3.0]))
+    assert slope[0] == pytest.approx(1 / 12) and half[0] == pytest.approx(1 / 12)
