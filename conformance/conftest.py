@@ -50,6 +50,8 @@ def _selected(config) -> list[str]:
     if raw == "all":
         names = [s.name for s in registry.KNOWN
                  if s.available()[0] and registry.module_present(s.target)]
+        # Third-party adapters published under our entry-point group.
+        names += [f"object:{target}" for target in registry.entry_point_adapters().values()]
     else:
         names = [n.strip() for n in raw.split(",") if n.strip()]
     for path in config.getoption("--adapter-object"):
