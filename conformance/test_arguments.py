@@ -25,12 +25,17 @@ def test_invalid_configuration_raises(adapter_name, clause_id, adapters, spec, r
         pytest.skip(f"{adapter_name} does not claim argument validation")
 
     harness.skip_unless_call_claimed(adapter, clause)
+    # Weights go with the case whenever their shapes are defined (they depend on
+    # filters and kernel_size only); otherwise the layer uses its initializers,
+    # so an error is judged on what the layer does, not on weights the suite
+    # could not have shaped.
+    weights = not (set(clause.breaks) & {"filters", "kernel_size"})
 
     @harness.examples_for(adapter_name)
     @given(drawn=invalid_configs(spec, clause, caps=adapter.capabilities(), size=size),
            seed=seeds())
     def example(drawn, seed):
-        case = make_case(spec, drawn, seed, weights=False, **harness.case_options(clause))
+        case = make_case(spec, drawn, seed, weights=weights, **harness.case_options(clause))
         outcome = adapter.run(case)
         ctx.conclude(drawn, case, harness.check_raises(clause, outcome), outcome=outcome)
 

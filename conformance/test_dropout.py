@@ -55,6 +55,8 @@ def _case(rate: float, recurrent: bool, training: bool, seed=None) -> Case:
 def _masks(outcome, steps):
     """Per-call masks read off the output sequence: out[:, t] = (t + 1) * m."""
     calls = [outcome.outputs] + outcome.followup_outputs
+    assert len(calls) == 2, (f"the adapter returned results for {len(calls)} call(s) of a case "
+                             f"with one follow-up call")
     return [np.asarray(c[0])[..., 0] for c in calls]
 
 
