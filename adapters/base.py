@@ -86,6 +86,9 @@ class Case:
     # "saved": save and load a model holding it); the rebuilt layer's outputs
     # come back as Outcome.followup_outputs[0].
     roundtrip: str = ""
+    # Build the layer for an input shape with these dimensions unknown (None):
+    # any of "rows", "cols", "channels".  Nothing is computed.
+    unknown_dims: list[str] = field(default_factory=list)
     case_id: str = ""
 
     # -- derived facts -------------------------------------------------
@@ -117,7 +120,8 @@ class Case:
         return {"config": self.config, "training": self.training,
                 "dtype": self.dtype, "case_id": self.case_id,
                 "followups": [{"reset": c.reset} for c in self.followups],
-                "masking_value": self.masking_value, "roundtrip": self.roundtrip}
+                "masking_value": self.masking_value, "roundtrip": self.roundtrip,
+                "unknown_dims": list(self.unknown_dims)}
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -152,6 +156,7 @@ class Case:
                        dtype=str(meta.get("dtype", "float32")),
                        followups=followups, masking_value=None if mv is None else float(mv),
                        roundtrip=str(meta.get("roundtrip") or ""),
+                       unknown_dims=[str(d) for d in meta.get("unknown_dims") or []],
                        case_id=str(meta.get("case_id", "")))
         except (KeyError, TypeError) as exc:
             raise CaseFileError(f"{path}: not a case file (missing {exc})") from None
@@ -264,7 +269,7 @@ BOOL_FEATURES = ("strides", "dilation", "no_bias", "mask", "stateful",
                  "initial_state", "return_state", "return_sequences",
                  "go_backwards", "dropout", "dropout_injection", "gradients",
                  "argument_validation", "non_square", "masking_layer", "serialization",
-                 "mixed_precision")
+                 "mixed_precision", "symbolic_shapes")
 
 
 @dataclass
@@ -299,6 +304,8 @@ class Capabilities:
     serialization: bool = False
     # Keras mixed-precision policies (mixed_float16, mixed_bfloat16).
     mixed_precision: bool = False
+    # Can be built for input shapes with unknown (None) dimensions.
+    symbolic_shapes: bool = False
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -370,6 +377,7 @@ def required_features(case: Case) -> dict[str, Any]:
         "masking_layer": case.masking_value is not None,
         "serialization": bool(case.roundtrip),
         "mixed_precision": case.dtype.startswith("mixed_"),
+        "symbolic_shapes": bool(case.unknown_dims),
     }
     if case.followups:
         needs["stateful"] = True

@@ -63,7 +63,7 @@ class KerasConvLSTM(Adapter):
             dtype=frozenset({"float64", "float32", "float16", "bfloat16"}),
             mask=True, stateful=True, initial_state=True, go_backwards=True,
             dropout=True, argument_validation=True, gradients=True, masking_layer=True,
-            serialization=True, mixed_precision=True)
+            serialization=True, mixed_precision=True, symbolic_shapes=True)
 
     # -- plumbing ------------------------------------------------------
     def _keras(self):
@@ -133,6 +133,8 @@ class KerasConvLSTM(Adapter):
         except Exception as exc:  # the layer refused the configuration
             return Outcome(status=RAISED, error=ErrorInfo.from_exception(exc, CONSTRUCT),
                            duration_s=time.perf_counter() - start)
+        if case.unknown_dims:
+            return self._build_symbolic(layer, x.shape, case, start)
         try:
             if stateful:
                 # Stateful layers need the batch size fixed in the input shape.
@@ -188,6 +190,22 @@ class KerasConvLSTM(Adapter):
         return Outcome(status=OK, outputs=[a.astype(np.float64) for a in arrays],
                        structure=structure, dtypes=dtypes, weights=used, grads=grads,
                        followup_outputs=followup_outputs,
+                       duration_s=time.perf_counter() - start)
+
+    def _build_symbolic(self, layer, shape, case: Case, start: float) -> Outcome:
+        """Build for an input shape with unknown dimensions, as a model with a
+        partly unknown Input does; nothing runs."""
+        axes = ({"rows": 3, "cols": 4, "channels": 2} if case.channels_first
+                else {"rows": 2, "cols": 3, "channels": 4})
+        sym = [None] + list(shape[1:])
+        for name in case.unknown_dims:
+            sym[axes[name]] = None
+        try:
+            layer.build(tuple(sym))
+        except Exception as exc:
+            return Outcome(status=RAISED, error=ErrorInfo.from_exception(exc, CALL),
+                           duration_s=time.perf_counter() - start)
+        return Outcome(status=OK, structure="built", detail=f"built for {tuple(sym)}",
                        duration_s=time.perf_counter() - start)
 
     def _roundtrip(self, layer, x, how: str):

@@ -154,7 +154,7 @@ def examples_for(adapter_key: str):
 # What each call option of a clause needs the adapter to claim.
 _CALL_NEEDS = {"initial_state": "initial_state", "mask": "mask", "masking_layer": "masking_layer",
                "followups": "stateful", "roundtrip": "serialization",
-               "dropout_masks": "dropout_injection"}
+               "dropout_masks": "dropout_injection", "symbolic": "symbolic_shapes"}
 
 
 def case_options(clause: Clause) -> dict[str, Any]:

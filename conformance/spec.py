@@ -33,6 +33,7 @@ DIM_NAMES = ("batch", "timesteps", "rows", "cols", "channels")
 PROBE_DEFAULTS = {
     "state_error": "none",       # initial_state given with a wrong shape: rows, filters, rank
     "followup_batch": "same",    # a later call on a stateful layer with another batch size
+    "unknown_dim": "none",       # the layer built for an input whose rows/cols/channels are unknown
 }
 EXTRA_NAMES = ("input_rank", "given", *PROBE_DEFAULTS)
 KNOWN_EXCEPTIONS = frozenset({"ValueError", "TypeError", "RuntimeError", "Exception",

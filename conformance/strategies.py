@@ -254,7 +254,8 @@ def make_case(spec: Spec, drawn: Drawn, seed: int, *, dtype: str = "float32",
               scale: float = 0.5, initial_state: bool = False, mask: bool | str = False,
               cotangent: bool = False, weights: bool = True, masking_layer: bool = False,
               followups: int = 0, reset: bool = False, followup_state: bool = False,
-              roundtrip: str = "", training: bool = False, dropout_masks: bool = False) -> Case:
+              roundtrip: str = "", training: bool = False, dropout_masks: bool = False,
+              symbolic: bool = False) -> Case:
     """Arrays for a drawn configuration, from a seeded generator.
 
     ``weights=False`` leaves the weights to the layer's own initializers: an
@@ -305,6 +306,8 @@ def make_case(spec: Spec, drawn: Drawn, seed: int, *, dtype: str = "float32",
         pad = rng.random((B, T)) < 0.3
         case.inputs[pad] = 0.0
     case.roundtrip = roundtrip
+    if symbolic and env["unknown_dim"] != "none":
+        case.unknown_dims = [env["unknown_dim"]]
     if dropout_masks and training and state_shape:
         # One mask per gate, fixed for the whole call, scaled for inverted dropout.
         def masks(rate, shape):
