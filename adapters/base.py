@@ -390,6 +390,20 @@ class Refused(Exception):
     """Raised inside an adapter to decline a case outside its capabilities."""
 
 
+def refuse_unless_mappable(case: Case, caps: Capabilities) -> None:
+    """Raise Refused for a case a weight-mapping adapter cannot run: outside
+    its claims, without weights to map, or without a time step."""
+    missing = caps.missing(required_features(case))
+    if missing:
+        raise Refused("outside capabilities: " + ", ".join(missing))
+    if case.kernel is None or case.recurrent_kernel is None:
+        raise Refused("the case carries no weights to map")
+    if case.config.get("use_bias", True) and case.bias is None:
+        raise Refused("use_bias is set but the case carries no bias")
+    if np.ndim(case.inputs) != 5 or np.shape(case.inputs)[1] < 1:
+        raise Refused(f"needs 5-D inputs with at least one step, got {np.shape(case.inputs)}")
+
+
 class Adapter(ABC):
     """An implementation of ConvLSTM2D behind the suite's interface."""
 

@@ -27,7 +27,7 @@ import traceback
 import numpy as np
 
 from adapters.base import (ADAPTER_ERROR, CALL, CONSTRUCT, OK, RAISED, REFUSED, Adapter,
-                           Capabilities, Case, ErrorInfo, Outcome, Refused, required_features)
+                           Capabilities, Case, ErrorInfo, Outcome, Refused, refuse_unless_mappable)
 
 PREFIX = "cell_list.0.conv."  # the single layer's conv inside ConvLSTM
 
@@ -83,21 +83,10 @@ class ConvLstmPyPI(Adapter):
         import torch
         return {"conv-lstm": version("conv-lstm"), "torch": torch.__version__}
 
-    def _check(self, case: Case) -> None:
-        missing = self.capabilities().missing(required_features(case))
-        if missing:
-            raise Refused("outside capabilities: " + ", ".join(missing))
-        if case.kernel is None or case.recurrent_kernel is None:
-            raise Refused("the case carries no weights to map")
-        if case.config.get("use_bias", True) and case.bias is None:
-            raise Refused("use_bias is set but the case carries no bias")
-        if np.ndim(case.inputs) != 5 or np.shape(case.inputs)[1] < 1:
-            raise Refused(f"needs 5-D inputs with at least one step, got {np.shape(case.inputs)}")
-
     def run(self, case: Case) -> Outcome:
         start = time.perf_counter()
         try:
-            self._check(case)
+            refuse_unless_mappable(case, self.capabilities())
             import torch
             dtype = _torch_dtype(case.dtype)
             cfg = case.config

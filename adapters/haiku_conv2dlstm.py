@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 
 from adapters.base import Adapter, Capabilities, Case, Outcome
-from adapters.jax_glue import jit_layer, run_jax_case
+from adapters.jax_glue import cell_capabilities, jit_layer, run_jax_case
 
 MODULE = "conv_lstm"          # the Conv2DLSTM's module name, prefix of its parameters
 FORGET_OFFSET = 1.0           # ConvNDLSTM computes sigmoid(f + 1)
@@ -86,15 +86,7 @@ class HaikuConv2DLSTM(Adapter):
     name = "haiku"
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(
-            padding=frozenset({"same"}),
-            # channels_first by transposing around the channels_last core.
-            data_format=frozenset({"channels_last", "channels_first"}),
-            activation=frozenset({"tanh"}), recurrent_activation=frozenset({"sigmoid"}),
-            dtype=frozenset({"float64", "float32", "float16", "bfloat16"}),
-            strides=False, dilation=False, no_bias=True, initial_state=True,
-            return_state=True, return_sequences=True, go_backwards=True, gradients=True,
-            argument_validation=False, non_square=True)
+        return cell_capabilities()
 
     def versions(self) -> dict[str, str]:
         import haiku

@@ -13,7 +13,7 @@ import traceback
 import numpy as np
 
 from adapters.base import (ADAPTER_ERROR, CALL, CONSTRUCT, OK, RAISED, REFUSED,
-                           Capabilities, Case, ErrorInfo, Outcome, Refused, required_features)
+                           Capabilities, Case, ErrorInfo, Outcome, Refused, refuse_unless_mappable)
 
 
 def _pair(v) -> tuple[int, int]:
@@ -61,17 +61,18 @@ def jit_layer(unroll, filters: int, use_bias: bool, channels_first: bool,
     return jax.jit(forward_and_grads)
 
 
-def check_case(case: Case, caps: Capabilities) -> None:
-    """Raise Refused for a case these adapters cannot run."""
-    missing = caps.missing(required_features(case))
-    if missing:
-        raise Refused("outside capabilities: " + ", ".join(missing))
-    if case.kernel is None or case.recurrent_kernel is None:
-        raise Refused("the case carries no weights to map")
-    if case.config.get("use_bias", True) and case.bias is None:
-        raise Refused("use_bias is set but the case carries no bias")
-    if np.ndim(case.inputs) != 5 or np.shape(case.inputs)[1] < 1:
-        raise Refused(f"needs 5-D inputs with at least one step, got {np.shape(case.inputs)}")
+def cell_capabilities() -> Capabilities:
+    """What the Flax and Haiku cells offer through their adapters: 'same' only,
+    tanh/sigmoid hard-coded, channels_first by transposing around the
+    channels_last cell, every float dtype, gradients through jax.vjp."""
+    return Capabilities(
+        padding=frozenset({"same"}),
+        data_format=frozenset({"channels_last", "channels_first"}),
+        activation=frozenset({"tanh"}), recurrent_activation=frozenset({"sigmoid"}),
+        dtype=frozenset({"float64", "float32", "float16", "bfloat16"}),
+        strides=False, dilation=False, no_bias=True, initial_state=True,
+        return_state=True, return_sequences=True, go_backwards=True, gradients=True,
+        argument_validation=False, non_square=True)
 
 
 def run_jax_case(case: Case, caps: Capabilities, compiled) -> Outcome:
@@ -82,7 +83,7 @@ def run_jax_case(case: Case, caps: Capabilities, compiled) -> Outcome:
     """
     start = time.perf_counter()
     try:
-        check_case(case, caps)
+        refuse_unless_mappable(case, caps)
     except Refused as exc:
         return Outcome(status=REFUSED, detail=str(exc))
     except Exception:
