@@ -1,26 +1,38 @@
 """The fast reference ConvLSTM2D, in PyTorch (CPU and CUDA).
 
 Same contract as the float64 oracle (Keras 3 semantics, see
-``specs/convlstm2d.yaml``), written for speed instead of clarity:
+``specs/convlstm2d.yaml``), written for speed instead of clarity.  Inference:
 
-* The input convolution is hoisted out of the time loop: one convolution over
-  many frames at once.  Hoisting pays where one time step is too small a GEMM
-  to run efficiently; past ``CHUNK_ROWS`` output positions a chunk is already
-  efficient and larger chunks only cost memory (the projection holds 4F
-  channels per position), so frames are projected in chunks of time steps of
-  about that size: all B*T frames at once for small problems, one step at a
-  time for big ones.
-* The four gates share one recurrent convolution with 4F output channels, and
-  the input-side bias is folded into the hoisted convolution.
 * Tensors stay physically NHWC (PyTorch "channels_last"): oneDNN's fastest CPU
   convolution layout, and the layout in which a gate block is a slice of the
-  last axis, so no copies or transposes happen inside the loop.
-* The recurrent state lives inside a zero-bordered buffer, so the recurrent
-  "same" convolution (odd or even kernel) needs no per-step padding copy.
-* Inference runs without autograd, in place, on preallocated buffers.  Small
-  problems replace the convolution by an im2col GEMM: oneDNN's per-call
-  overhead (~50 us) dominates tiny convolutions.
-* Training and gradients run a separate out-of-place path under autograd.
+  last axis, so no transposes happen inside the loop.
+* The four gates share one recurrent convolution with 4F output channels.
+* The input convolution is hoisted out of the time loop where that helps: one
+  GEMM over many frames.  Hoisting pays where one time step is too small a GEMM
+  to run efficiently; past ``CHUNK_ROWS`` output positions a chunk is already
+  efficient and more only costs memory (4F channels per position), so frames
+  are projected in chunks of about that size: all B*T frames at once for small
+  problems, one step at a time for big ones.
+* Big problems whose input convolution has the recurrent one's geometry
+  (stride 1, no dilation, 'same': the common case) go one step further: x_t
+  rides along as C extra channels of the state buffer, and a single
+  convolution over F+C channels yields the whole pre-activation.
+* The state lives inside a zero-bordered buffer, so the recurrent 'same'
+  convolution (odd or even kernel) needs no per-step padding copy; without an
+  initial state the first step skips the recurrent convolution (h = 0).
+* The gate arithmetic runs in place on the convolution's output, on
+  preallocated buffers; on the CPU in float32, tanh is computed as
+  2*sigmoid(2x) - 1 (see :func:`make_plan`).
+* Small problems replace the library convolution by im2col GEMMs and run on
+  one thread: oneDNN's per-call overhead (~50 us) and OpenMP's fork/join
+  dominate at those sizes, so that path is written for operator count.  Big
+  problems on several cores run one batch slice per core instead of splitting
+  every operator (see :func:`_run_parts`).
+
+Training and gradients run an out-of-place path under autograd, with two
+hand-written backward passes: the fused gate arithmetic (one contiguous
+gradient for the four gates) and the per-step convolution (oneDNN for the
+input gradient, one GEMM for the weight gradient).
 
 The module also holds the framework-free configuration handling (argument
 validation, output geometry, case checks) that the JAX reference shares, so
@@ -30,9 +42,11 @@ Torch itself is imported lazily.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import traceback
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -497,7 +511,7 @@ class _Plan:
     dtype: Any            # torch dtype
     device: Any           # torch device
     small: bool           # im2col GEMM instead of the library convolution
-    # tanh via 2*sigmoid(2x) - 1 for the candidate gate (see _prepare_weights)
+    # tanh computed as 2*sigmoid(2x) - 1 (see make_plan)
     fast_tanh: bool
     act: Callable
     ract: Callable
@@ -754,10 +768,18 @@ def forward_infer(plan: _Plan, x, K, U, bias, h0, c0, mask):
     bool or None).  Returns (output, h, c) with output and states physically
     NHWC: (B, T, H', W', F) / (B, H', W', F).
     """
-    with _Threads(plan):
-        if plan.small and mask is None:
-            return _infer_small(plan, x, K, U, bias, h0, c0)
-        return _infer(plan, x, K, U, bias, h0, c0, mask)
+    import torch
+
+    def part(sub, lo, hi):
+        if sub.small and mask is None:
+            return _infer_small(sub, x[lo:hi], K, U, bias, _rows(h0, lo, hi), _rows(c0, lo, hi))
+        return _infer(sub, x[lo:hi], K, U, bias, _rows(h0, lo, hi), _rows(c0, lo, hi),
+                      _rows(mask, lo, hi))
+
+    res = _run_parts(plan, part)
+    if len(res) == 1:
+        return res[0]
+    return tuple(torch.cat([r[i] for r in res]) for i in range(3))
 
 
 def _infer(plan: _Plan, x, K, U, bias, h0, c0, mask):
@@ -972,16 +994,24 @@ def _make_cell_class():
 
 # Scratch buffers reused across the time steps of one backward pass (a fresh
 # tens-of-megabytes buffer per step costs more in page faults than the copy
-# into it); :func:`backward` drops them when the pass ends.
-_WORKSPACES: dict = {}
+# into it); per thread, since batch parts run concurrently, and dropped by
+# :func:`forward_backward` when the pass ends.
+_TLS = threading.local()
+
+
+def _workspaces() -> dict:
+    if not hasattr(_TLS, "buffers"):
+        _TLS.buffers = {}
+    return _TLS.buffers
 
 
 def _workspace(shape, dtype, device):
     import torch
     key = (tuple(shape), dtype, str(device))
-    buf = _WORKSPACES.get(key)
+    buffers = _workspaces()
+    buf = buffers.get(key)
     if buf is None:
-        buf = _WORKSPACES[key] = torch.empty(shape, dtype=dtype, device=device)
+        buf = buffers[key] = torch.empty(shape, dtype=dtype, device=device)
     return buf
 
 
@@ -1069,14 +1099,102 @@ class _LazyCell:
 _LSTMCell = _LazyCell()
 
 
-def forward_train(plan: _Plan, x, K, U, bias, h0, c0, mask, dmask=None, rmask=None):
-    """The autograd-friendly path: out of place, dropout masks, any gradient.
+def forward_backward(plan: _Plan, x, K, U, bias, h0, c0, mask, cotangent=None,
+                     dmask=None, rmask=None):
+    """The training path: out of place, dropout masks, and gradients.
 
-    Same arguments as :func:`forward_infer` plus per-gate dropout multipliers
-    (canonical gate order, channels_last, already scaled) or None.
+    Same arguments as :func:`forward_infer`, plus the cotangent of the output
+    (NHWC like the output) and per-gate dropout multipliers (canonical gate
+    order, channels_last, already scaled) or None.  Returns ``((output, h, c),
+    grads)`` where grads are the gradients of sum(output * cotangent) w.r.t.
+    (x, K, U, bias, h0, c0), None where an argument is None or no cotangent
+    was given.  Arguments need not require grad.
     """
-    with _Threads(plan):
-        return _train(plan, x, K, U, bias, h0, c0, mask, dmask, rmask)
+    import torch
+    want = cotangent is not None
+
+    def leaf(t):
+        # A private autograd identity per batch part: parts run concurrently.
+        return None if t is None else t.detach().requires_grad_(want)
+
+    def part(sub, lo, hi):
+        args = [leaf(x[lo:hi]), leaf(K), leaf(U), leaf(bias),
+                leaf(_rows(h0, lo, hi)), leaf(_rows(c0, lo, hi))]
+        with torch.enable_grad():
+            out, h, c = _train(sub, *args, _rows(mask, lo, hi), _rows(dmask, lo, hi, 1),
+                               _rows(rmask, lo, hi, 1))
+        grads = (None,) * 6
+        if want:
+            try:
+                wanted = [a for a in args if a is not None]
+                got = iter(torch.autograd.grad(out, wanted, cotangent[lo:hi],
+                                               allow_unused=True))
+                grads = tuple(None if a is None else next(got) for a in args)
+            finally:
+                _workspaces().clear()
+        return (out.detach(), h.detach(), c.detach()), grads
+
+    res = _run_parts(plan, part)
+    if len(res) == 1:
+        return res[0]
+    outs = tuple(torch.cat([r[0][i] for r in res]) for i in range(3))
+    grads = []
+    for i in range(6):
+        gs = [r[1][i] for r in res]
+        if gs[0] is None:
+            grads.append(None)
+        elif i in (1, 2, 3):        # weights: every part contributes
+            grads.append(torch.stack(gs).sum(0))
+        else:                       # per-sample arrays: parts own their rows
+            grads.append(torch.cat(gs))
+    return outs, tuple(grads)
+
+
+def _rows(t, lo, hi, axis=0):
+    """Batch rows lo:hi of an optional tensor."""
+    if t is None:
+        return None
+    return t[lo:hi] if axis == 0 else t[:, lo:hi]
+
+
+# Batch parallelism.  PyTorch's intra-op parallelism splits every operator
+# over the cores and joins after it: hundreds of joins per call, and on a
+# machine shared with other work each join waits for the most descheduled
+# core.  Big problems on several cores instead run one batch slice per core,
+# each on one intra-op thread, joining once per call.
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _run_parts(plan: _Plan, fn):
+    """fn(sub_plan, lo, hi) over batch slices; returns the list of results."""
+    import torch
+    B = plan.geo.B
+    n = 1
+    if not plan.small and plan.device.type == "cpu":
+        n = min(torch.get_num_threads(), B)
+    if n <= 1:
+        with _Threads(plan):
+            return [fn(plan, 0, B)]
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < n:
+            _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="ref-torch")
+        pool = _POOL
+    bounds = [round(i * B / n) for i in range(n + 1)]
+    grad_mode = torch.is_grad_enabled()      # thread-local: pass it on
+
+    def task(lo, hi):
+        torch.set_num_threads(1)
+        with torch.set_grad_enabled(grad_mode):
+            return fn(replace(plan, geo=replace(plan.geo, B=hi - lo)), lo, hi)
+
+    old = torch.get_num_threads()
+    try:
+        futures = [pool.submit(task, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        return [f.result() for f in futures]
+    finally:
+        torch.set_num_threads(old)
 
 
 def _train(plan: _Plan, x, K, U, bias, h0, c0, mask, dmask, rmask):
@@ -1162,7 +1280,8 @@ def _train(plan: _Plan, x, K, U, bias, h0, c0, mask, dmask, rmask):
         else:
             zr, zc = z.split([F3, F], dim=-1)
             i, f, o = plan.ract(zr).split(F, dim=-1)
-            gc = plan.act(zc)
+            # (fast_tanh: the c-gate weights are doubled, act = 2 sigmoid - 1)
+            gc = 2.0 * torch.sigmoid(zc) - 1.0 if plan.fast_tanh else plan.act(zc)
             c_new = f * c + i * gc
             h_new = o * plan.act(c_new)
         if mask is not None:
@@ -1177,21 +1296,6 @@ def _train(plan: _Plan, x, K, U, bias, h0, c0, mask, dmask, rmask):
             outs.append(h)
     out = torch.stack(outs, dim=1) if spec.return_sequences else outs[-1]
     return out, h, c
-
-
-def backward(plan: _Plan, out, leaves, cotangent):
-    """Gradients of sum(out * cotangent) w.r.t. ``leaves`` (None where unused).
-
-    Runs under the plan's thread setting too: the backward GEMMs of a small
-    problem are as small as the forward ones.
-    """
-    import torch
-    try:
-        with _Threads(plan):
-            return torch.autograd.grad(out, leaves, grad_outputs=cotangent,
-                                       allow_unused=True)
-    finally:
-        _WORKSPACES.clear()
 
 
 def _draw_masks(plan: _Plan, spec: LayerSpec, case: Case, generator):
@@ -1265,18 +1369,17 @@ class TorchReference(ReferenceAdapter):
         dev = self._torch_device
         plan = make_plan(spec, geo, dtype, dev)
 
-        def tensor(a, grad=False):
-            t = torch.as_tensor(np.asarray(a, dtype=np.float64)).to(dev, dtype)
-            return t.requires_grad_(True) if grad else t
+        def tensor(a):
+            return torch.as_tensor(np.asarray(a, dtype=np.float64)).to(dev, dtype)
 
         want_grads = case.cotangent is not None
-        x = tensor(case.inputs, want_grads)
-        K = tensor(case.kernel, want_grads)
-        U = tensor(case.recurrent_kernel, want_grads)
-        bias = tensor(case.bias, want_grads) if spec.use_bias else None
+        x = tensor(case.inputs)
+        K = tensor(case.kernel)
+        U = tensor(case.recurrent_kernel)
+        bias = tensor(case.bias) if spec.use_bias else None
         key = self._state_key(spec, geo, case.dtype)
         if case.initial_state is not None:
-            h0, c0 = (tensor(s, want_grads) for s in case.initial_state)
+            h0, c0 = (tensor(s) for s in case.initial_state)
         elif spec.stateful and key in self._state:
             h0, c0 = self._state[key]
         else:
@@ -1293,24 +1396,22 @@ class TorchReference(ReferenceAdapter):
             dm, rm = _draw_masks(plan, spec, case, self._generator)
             dm = dm.to(dev, dtype) if dm is not None else None
             rm = rm.to(dev, dtype) if rm is not None else None
-            with torch.enable_grad():
-                out, h, c = forward_train(plan, x, K, U, bias, h0, c0, mask, dm, rm)
+            cot = (tensor(_nhwc_numpy(case.cotangent, spec, time_axis=spec.return_sequences))
+                   if want_grads else None)
+            (out, h, c), got = forward_backward(plan, x, K, U, bias, h0, c0, mask, cot,
+                                                dm, rm)
         else:
             with torch.no_grad():
                 out, h, c = forward_infer(plan, x, K, U, bias, h0, c0, mask)
 
         grads = {}
         if want_grads:
-            cot = tensor(_nhwc_numpy(case.cotangent, spec, time_axis=spec.return_sequences))
-            leaves = {"inputs": x, "kernel": K, "recurrent_kernel": U}
-            if bias is not None:
-                leaves["bias"] = bias
-            if case.initial_state is not None:
-                leaves["initial_h"], leaves["initial_c"] = h0, c0
-            got = backward(plan, out, list(leaves.values()), cot)
-            grads = {k: (_to_numpy64(v) if v is not None
-                         else np.zeros(leaves[k].shape, dtype=np.float64))
-                     for k, v in zip(leaves, got)}
+            names = ["inputs", "kernel", "recurrent_kernel", "bias", "initial_h", "initial_c"]
+            for name, arg, g in zip(names, (x, K, U, bias, h0, c0), got):
+                if arg is None or (name.startswith("initial_") and case.initial_state is None):
+                    continue
+                grads[name] = (_to_numpy64(g) if g is not None
+                               else np.zeros(arg.shape, dtype=np.float64))
         if spec.stateful:
             self._state[key] = tuple(_from_nhwc(s.detach(), spec, False).clone()
                                      for s in (h, c))

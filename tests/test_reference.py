@@ -328,6 +328,26 @@ def test_torch_gradients_match_finite_differences(torch_ref, config, extra):
                 f"finite differences {fd!r} for {config}")
 
 
+@pytest.mark.parametrize("ract", ["hard_sigmoid", "tanh", "sigmoid"])
+@pytest.mark.parametrize("size", ["small", "big"])
+def test_torch_float32_training_path(torch_ref, ract, size):
+    """Float32 with a cotangent or injected masks runs the training path.
+
+    On the CPU that path computes tanh as 2*sigmoid(2x) - 1 with doubled c-gate
+    weights, in the fused cell (sigmoid gates) and in the generic one (any
+    other recurrent activation): both must match the oracle.
+    """
+    dims = dict(B=2, T=3, H=7, W=6) if size == "small" else dict(B=2, T=2, H=34, W=33)
+    config = dict(filters=2, kernel_size=3, padding="same", return_sequences=True,
+                  recurrent_activation=ract)
+    case = make_case(config, dtype="float32", C=2, **dims)
+    case.cotangent = np.ones((2, dims["T"], dims["H"], dims["W"], 2))
+    assert_conforms(case, torch_ref.run(case), f"ref-torch-cpu float32 with a cotangent")
+    masks = make_case(dict(config, dropout=0.5), dtype="float32", C=2, training=True, **dims)
+    masks.dropout_mask = np.ones((4, 2, dims["H"], dims["W"], 2))
+    assert_conforms(masks, torch_ref.run(masks), "ref-torch-cpu float32 with all-ones masks")
+
+
 def test_torch_float32_gradients_near_float64(torch_ref):
     """The float32 path (2*sigmoid(2z)-1 candidate gate, fused cell backward)."""
     config = dict(BASE, padding="same", return_sequences=True)
@@ -400,6 +420,17 @@ def test_torch_dropout_injection(torch_ref, config):
     case = _dropout_case(config, "float64", training=False)
     plain = make_case(config, dtype="float64", seed=0)
     np.testing.assert_array_equal(torch_ref.run(case).output, torch_ref.run(plain).output)
+
+
+def test_torch_dropout_injection_big(torch_ref):
+    """Past SMALL_ROWS the batch is split over cores: masks are split with it."""
+    case = _dropout_case(dict(filters=2, kernel_size=3, padding="same", return_sequences=True),
+                         "float32")
+    big = make_case(case.config, B=2, T=2, H=34, W=33, C=2, dtype="float32", training=True)
+    rng = np.random.default_rng(9)
+    big.dropout_mask = (rng.random((4, 2, 34, 33, 2)) > 0.5) / 0.5
+    big.recurrent_dropout_mask = (rng.random((4, 2, 34, 33, 2)) > 0.3) / 0.7
+    assert_conforms(big, torch_ref.run(big), "ref-torch-cpu, big, injected dropout masks")
 
 
 def test_torch_drawn_dropout(torch_ref):
