@@ -33,6 +33,10 @@ TF_KERAS_ACTIVATIONS = frozenset({
     "tanh", "sigmoid", "hard_sigmoid", "relu", "elu", "selu", "softplus", "softsign",
     "swish", "silu", "gelu", "exponential", "mish", "linear", None})
 
+# Compiled configurations a Keras-on-JAX worker keeps (each holds a layer and
+# an XLA executable); a fuzzer's shrinking revisits recent ones.
+JIT_CACHE_SIZE = 64
+
 # Call-time arguments are not constructor arguments.
 _NOT_CONSTRUCTOR = {"device"}
 
@@ -47,6 +51,8 @@ class KerasConvLSTM(Adapter):
         self.backend = backend if flavor == "keras3" else "tensorflow"
         self.name = f"keras3-{backend}" if flavor == "keras3" else "tf-keras"
         self._mod = None
+        # Keras 3 on JAX: compiled stateless calls per configuration (see _run_jitted).
+        self._jitted: dict = {}
 
     # -- capabilities --------------------------------------------------
     def capabilities(self) -> Capabilities:
@@ -128,6 +134,8 @@ class KerasConvLSTM(Adapter):
         adt = "float32" if case.dtype.startswith("mixed_") else case.dtype
         stateful = bool(kwargs.get("stateful", False))
         x = self._tensor(case.inputs, adt)
+        if self._jit_eligible(case, stateful):
+            return self._run_jitted(case, kwargs, adt, x, start)
         try:
             layer = k.layers.ConvLSTM2D(**kwargs)
         except Exception as exc:  # the layer refused the configuration
@@ -135,6 +143,8 @@ class KerasConvLSTM(Adapter):
                            duration_s=time.perf_counter() - start)
         if case.unknown_dims:
             return self._build_symbolic(layer, x.shape, case, start)
+        if case.kernel is not None and self.backend == "jax":
+            _skip_initial_values(k, layer, case.config, case.dtype)
         try:
             if stateful:
                 # Stateful layers need the batch size fixed in the input shape.
@@ -175,22 +185,90 @@ class KerasConvLSTM(Adapter):
         except Exception as exc:
             return Outcome(status=RAISED, error=ErrorInfo.from_exception(exc, CALL),
                            duration_s=time.perf_counter() - start)
-        if isinstance(result, (list, tuple)):
-            tensors, structure = list(result), "list"
-        else:
-            tensors, structure = [result], "tensor"
-        arrays = [self._to_numpy(t) for t in tensors]
-        dtypes = [str(a.dtype) for a in arrays]
         used = {}
         if case.kernel is None:
             names = ["kernel", "recurrent_kernel", "bias"]
             used = {n: np.asarray(w, dtype=np.float64) for n, w in zip(names, layer.get_weights())}
         followup_outputs = [[self._to_numpy(t).astype(np.float64)
                              for t in (r if isinstance(r, (list, tuple)) else [r])] for r in later]
+        return self._ok(result, start, weights=used, grads=grads,
+                        followup_outputs=followup_outputs)
+
+    def _ok(self, result, start: float, **fields) -> Outcome:
+        """The layer's return value as an Outcome: structure, dtypes, float64 arrays."""
+        if isinstance(result, (list, tuple)):
+            tensors, structure = list(result), "list"
+        else:
+            tensors, structure = [result], "tensor"
+        arrays = [self._to_numpy(t) for t in tensors]
         return Outcome(status=OK, outputs=[a.astype(np.float64) for a in arrays],
-                       structure=structure, dtypes=dtypes, weights=used, grads=grads,
-                       followup_outputs=followup_outputs,
-                       duration_s=time.perf_counter() - start)
+                       structure=structure, dtypes=[str(a.dtype) for a in arrays],
+                       duration_s=time.perf_counter() - start, **fields)
+
+    # -- Keras 3 on JAX, compiled ----------------------------------------
+    def _jit_eligible(self, case: Case, stateful: bool) -> bool:
+        """One call of a layer with given weights, outside training.
+
+        That is how Keras runs on JAX in predict and fit (jit_compile is on by
+        default there), and it lets a configuration seen before skip tracing:
+        an eager call traces the recurrence again every time, ~0.5 s even for
+        a case run before.  Everything else (training with dropout, stateful
+        and follow-up calls, Masking models, round trips, symbolic builds,
+        mixed policies) takes the eager path of :meth:`_run`.
+        """
+        return (self.flavor == "keras3" and self.backend == "jax" and case.kernel is not None
+                and not stateful and not case.training and not case.followups
+                and case.masking_value is None and not case.roundtrip
+                and not case.unknown_dims and not case.dtype.startswith("mixed_"))
+
+    def _run_jitted(self, case: Case, kwargs: dict, adt: str, x, start: float) -> Outcome:
+        import json
+        import jax
+        import jax.numpy as jnp
+        k = self._keras()
+        want_grads = case.cotangent is not None
+        key = (json.dumps(kwargs, sort_keys=True, default=repr), tuple(x.shape), adt,
+               None if case.mask is None else np.shape(case.mask),
+               case.initial_state is not None, want_grads)
+        entry = self._jitted.get(key)
+        if entry is None:
+            try:
+                layer = k.layers.ConvLSTM2D(**kwargs)
+            except Exception as exc:
+                return Outcome(status=RAISED, error=ErrorInfo.from_exception(exc, CONSTRUCT),
+                               duration_s=time.perf_counter() - start)
+            _skip_initial_values(k, layer, case.config, case.dtype)
+        else:
+            layer, fn = entry
+        try:
+            if entry is None:
+                layer.build((None,) + tuple(x.shape[1:]))
+                fn = jax.jit(_stateless_fn(jax, jnp, layer, want_grads))
+            weights = [case.kernel, case.recurrent_kernel]
+            if kwargs.get("use_bias", True):
+                weights.append(case.bias)
+            # set_weights checks the shapes, as in the eager path.
+            layer.set_weights([self._tensor(w, adt) for w in weights])
+            tv = [v.value for v in layer.trainable_variables]
+            ntv = [v.value for v in layer.non_trainable_variables]
+            init = (self._states(case.initial_state, adt)
+                    if case.initial_state is not None else None)
+            mask = None if case.mask is None else jnp.asarray(np.asarray(case.mask, dtype=bool))
+            cot = self._tensor(case.cotangent, adt) if want_grads else None
+            result, grads = fn(tv, ntv, jnp.asarray(x), init, mask, cot)
+            jax.block_until_ready(result)
+        except Exception as exc:
+            return Outcome(status=RAISED, error=ErrorInfo.from_exception(exc, CALL),
+                           duration_s=time.perf_counter() - start)
+        self._jitted.pop(key, None)
+        self._jitted[key] = (layer, fn)      # most recent last
+        while len(self._jitted) > JIT_CACHE_SIZE:
+            self._jitted.pop(next(iter(self._jitted)))
+        named = {}
+        if grads is not None:
+            g_tv, g_x, g_init = grads
+            named = self._named_grads([g_x, *g_tv, *(g_init or [])], len(tv), init is not None)
+        return self._ok(result, start, grads=named)
 
     def _build_symbolic(self, layer, shape, case: Case, start: float) -> Outcome:
         """Build for an input shape with unknown dimensions, as a model with a
@@ -256,23 +334,96 @@ class KerasConvLSTM(Adapter):
         else:
             import jax
             import jax.numpy as jnp
-            trainable = [v.value for v in layer.trainable_variables]
-            frozen = [v.value for v in layer.non_trainable_variables]
+            run = _stateless_fn(jax, jnp, layer, want_grads=True,
+                                training=call_kwargs.get("training", False))
+            result, (g_tv, g_x, g_init) = run(
+                [v.value for v in layer.trainable_variables],
+                [v.value for v in layer.non_trainable_variables], jnp.asarray(x),
+                [jnp.asarray(v) for v in init] if init is not None else None,
+                call_kwargs.get("mask"), cot)
+            grads = [g_x, *g_tv, *(g_init if init is not None else [])]
+        return result, self._named_grads(grads, len(names), init is not None)
 
-            def loss_fn(tv, xv, iv):
-                out, _ = layer.stateless_call(tv, frozen, xv, initial_state=iv, **call_kwargs)
-                prim = out[0] if isinstance(out, (list, tuple)) else out
-                return jnp.sum(prim * cot), out
-            (_, result), (g_tv, g_x, g_init) = _value_and_grad(jax, loss_fn)(
-                trainable, jnp.asarray(x), [jnp.asarray(v) for v in init] if init is not None else None)
-            grads = [g_x] + list(g_tv) + (list(g_init) if init is not None else [])
-        out = {"inputs": grads[0]}
-        out.update(zip(names, grads[1:1 + len(names)]))
-        if init is not None:
-            out["initial_h"], out["initial_c"] = grads[1 + len(names):3 + len(names)]
-        return result, {k: np.asarray(self._to_numpy(v), dtype=np.float64) for k, v in out.items()
-                        if v is not None}
+    def _named_grads(self, grads, n_weights: int, with_init: bool) -> dict:
+        """[d inputs, d weights..., (d h0, d c0)] as the Outcome's named float64 arrays."""
+        names = ["inputs", *["kernel", "recurrent_kernel", "bias"][:n_weights]]
+        if with_init:
+            names += ["initial_h", "initial_c"]
+        return {n: np.asarray(self._to_numpy(g), dtype=np.float64)
+                for n, g in zip(names, grads) if g is not None}
+
+
+def _stateless_fn(jax, jnp, layer, want_grads: bool, training: bool = False):
+    """(trainable, non_trainable, x, initial_state, mask, cotangent) ->
+    (outputs, grads or None) of one call, pure enough for jax.jit; grads are
+    (d trainable, d x, d initial_state) of sum(output * cotangent)."""
+    def call(tv, ntv, x, init, mask):
+        out, _ = layer.stateless_call(tv, ntv, x, initial_state=init, mask=mask,
+                                      training=training)
+        return out
+
+    def run(tv, ntv, x, init, mask, cot):
+        if not want_grads:
+            return call(tv, ntv, x, init, mask), None
+
+        def loss_fn(tv_, x_, init_):
+            out = call(tv_, ntv, x_, init_, mask)
+            prim = out[0] if isinstance(out, (list, tuple)) else out
+            return jnp.sum(prim * cot), out
+        (_, out), grads = _value_and_grad(jax, loss_fn)(tv, x, init)
+        return out, grads
+    return run
 
 
 def _value_and_grad(jax, fn):
     return jax.value_and_grad(fn, argnums=(0, 1, 2), has_aux=True)
+
+
+def _skip_initial_values(k, layer, config: dict, dtype: str) -> None:
+    """Cheap initial values for weights the case overwrites at once (JAX only).
+
+    build() runs the kernel and recurrent initializers, then set_weights
+    replaces their values.  On the JAX backend every new weight shape compiles
+    the initializers (the orthogonal one's QR alone takes seconds), making the
+    build dearer than the call.  Only the defaults are swapped, and only in
+    float32/float64, where glorot_uniform and orthogonal build every shape:
+    an initializer the case names, or a half-precision layer (whose default
+    orthogonal initializer cannot be built on JAX: see
+    conformance/expectations/keras3-jax.yaml), keeps the user's path.  The swap
+    is on the cell's attributes after construction, so the constructor still
+    sees exactly the case's arguments.  Building with the real initializers is
+    what the initialization clauses check (cases without weights).
+    """
+    if dtype not in ("float32", "float64"):
+        return
+    cell = getattr(layer, "cell", None)
+    for name in ("kernel_initializer", "recurrent_initializer"):
+        if name not in config and cell is not None and hasattr(cell, name):
+            setattr(cell, name, k.initializers.Zeros())
+
+
+def _stateless_fn(jax, jnp, layer, want_grads: bool, training: bool = False):
+    """(trainable, non_trainable, x, initial_state, mask, cotangent) ->
+    (outputs, grads or None) of one call, pure enough for jax.jit; grads are
+    (d trainable, d x, d initial_state) of sum(output * cotangent)."""
+    def call(tv, ntv, x, init, mask):
+        out, _ = layer.stateless_call(tv, ntv, x, initial_state=init, mask=mask,
+                                      training=training)
+        return out
+
+    def run(tv, ntv, x, init, mask, cot):
+        if not want_grads:
+            return call(tv, ntv, x, init, mask), None
+
+        def loss_fn(tv_, x_, init_):
+            out = call(tv_, ntv, x_, init_, mask)
+            prim = out[0] if isinstance(out, (list, tuple)) else out
+            return jnp.sum(prim * cot), out
+        (_, out), grads = _value_and_grad(jax, loss_fn)(tv, x, init)
+        return out, grads
+    return run
+
+
+def _value_and_grad(jax, fn):
+    return jax.value_and_grad(fn, argnums=(0, 1, 2), has_aux=True)
+
