@@ -114,24 +114,34 @@ class CaseSource:
     ones (tanh/sigmoid, 'same' only), and each adapter should get its share.
     """
 
-    def __init__(self, seed: int, caps=None):
+    def __init__(self, seed: int, caps=None, data_per_config: int = 1):
         self.spec = load_cached()
         self.rng = np.random.default_rng(seed)
         self.caps = list(caps) if isinstance(caps, (list, tuple)) else [caps]
         self.n = 0
+        # A configuration (shapes, arguments, dtype) serves this many cases,
+        # each with fresh weights and inputs: what compiling adapters need to
+        # amortize their compilation.  1 = every case a new configuration.
+        self.data_per_config = max(1, data_per_config)
+        self._current = None
+        self._left = 0
 
     def next(self):
-        caps = self.caps[self.n % len(self.caps)]
-        self.n += 1
-        while True:
-            # One call per case: stateful layers compute the same numbers.
-            drawn = draw_config(Chooser(rng=self.rng), self.spec, caps=caps,
-                                focus={"stateful": [False]})
-            if all(drawn.dims[k] <= v for k, v in LIMITS.items()):
-                break
-        dtypes = [d for d in DTYPES if caps is None or d in caps.dtype]
-        return make_case(self.spec, drawn, seed=int(self.rng.integers(2 ** 32)),
-                         dtype=dtypes[int(self.rng.integers(len(dtypes)))],
+        if self._left <= 0:
+            caps = self.caps[self.n % len(self.caps)]
+            self.n += 1
+            while True:
+                # One call per case: stateful layers compute the same numbers.
+                drawn = draw_config(Chooser(rng=self.rng), self.spec, caps=caps,
+                                    focus={"stateful": [False]})
+                if all(drawn.dims[k] <= v for k, v in LIMITS.items()):
+                    break
+            dtypes = [d for d in DTYPES if caps is None or d in caps.dtype]
+            self._current = (drawn, dtypes[int(self.rng.integers(len(dtypes)))])
+            self._left = self.data_per_config
+        self._left -= 1
+        drawn, dtype = self._current
+        return make_case(self.spec, drawn, seed=int(self.rng.integers(2 ** 32)), dtype=dtype,
                          scale=WEIGHT_SCALES[int(self.rng.integers(len(WEIGHT_SCALES)))])
 
 
@@ -202,11 +212,11 @@ def compile_cost(adapter: Adapter, source: CaseSource, n: int = 3) -> dict:
 
 
 def measure(names: list[str], adapters: dict[str, Adapter], seconds: float, repeats: int,
-            seed: int) -> dict:
+            seed: int, data_per_config: int = 1) -> dict:
     subset = {n: adapters[n] for n in names}
     # One stream across repeats, so the round-robin reaches every adapter even
     # when a repeat holds only a few (compile-bound) cases.
-    source = CaseSource(seed, [a.capabilities() for a in subset.values()])
+    source = CaseSource(seed, [a.capabilities() for a in subset.values()], data_per_config)
     tallies = [run_for(subset, source, seconds) for _ in range(repeats)]
     total = Tally()
     for t in tallies:
@@ -224,6 +234,7 @@ def measure(names: list[str], adapters: dict[str, Adapter], seconds: float, repe
     judged = sum(k for k, _, _ in total.per_adapter.values())
     return {
         "adapters": names,
+        "data_per_config": data_per_config,
         "rates": [round(t.rate, 2) for t in tallies],
         "cases_per_s": round(statistics.median(t.rate for t in tallies), 2),
         "cases": total.cases,
@@ -289,6 +300,10 @@ def mode_all(args) -> dict:
             if rest:
                 out["without_compiling"] = measure(rest, adapters, args.seconds, args.repeats,
                                                    args.seed)
+        if args.data_per_config > 1:
+            # The same adapters, each configuration serving several cases.
+            out["amortized"] = measure(names, adapters, args.seconds, args.repeats, args.seed,
+                                       args.data_per_config)
     finally:
         for a in adapters.values():
             a.close()
@@ -333,6 +348,13 @@ def show(res: dict) -> str:
                      f"(median of {w['rates']}) over {w['cases']} cases")
         for n, ms in sorted(w["adapter_ms_per_case"].items(), key=lambda kv: -kv[1]):
             lines.append(f"    {n:18s} {ms:10.2f} ms/case")
+    if "amortized" in res:
+        a = res["amortized"]
+        lines.append(f"  every adapter, {a['data_per_config']} cases (fresh weights and inputs) "
+                     f"per configuration: {a['cases_per_s']} cases/s (median of {a['rates']}) "
+                     f"over {a['cases']} cases, {a['not_passed']} not passed")
+        for n, ms in sorted(a["adapter_ms_per_case"].items(), key=lambda kv: -kv[1]):
+            lines.append(f"    {n:18s} {ms:10.2f} ms/case")
     return "\n".join(lines)
 
 
@@ -344,6 +366,9 @@ def main(argv=None) -> int:
     p.add_argument("--adapters", type=lambda s: [x for x in s.split(",") if x],
                    help="comma-separated adapters for mode 'all' (default: every installed one)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-per-config", type=int, default=8,
+                   help="mode 'all' also runs with this many cases per configuration "
+                        "(fresh weights and inputs each); 1 skips that run")
     p.add_argument("--json", type=Path, help="write the results here")
     args = p.parse_args(argv)
     info = machine()
