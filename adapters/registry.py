@@ -59,7 +59,7 @@ KNOWN: tuple[AdapterSpec, ...] = (
     AdapterSpec("oracle", "adapters.numpy_oracle:NumpyOracle", requires=("numpy", "scipy"),
                 isolate=False),
     _keras3("tensorflow", "tensorflow"),
-    _keras3("jax", "jax", share=0.4),
+    _keras3("jax", "jax", share=0.75),     # ~1 s per new configuration (jit)
     _keras3("torch", "torch"),
     AdapterSpec("tf-keras", "adapters.keras_layer:KerasConvLSTM", {"flavor": "tf_keras"},
                 ("tf_keras", "tensorflow")),
