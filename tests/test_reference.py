@@ -594,3 +594,22 @@ def test_cuda_capabilities_without_gpu():
         pytest.skip("a GPU is present; covered by test_cuda_matches_oracle")
     with pytest.raises(RuntimeError, match="CUDA"):
         TorchReference("cuda")
+
+
+@pytest.mark.parametrize("config", [
+    dict(filters=3, kernel_size=1, padding="valid", data_format="channels_first",
+         activation="relu", return_sequences=True, return_state=True),
+    dict(filters=4, kernel_size=3, padding="same", activation="tanh",
+         return_sequences=True, return_state=True),
+], ids=["relu-k1-channels_first", "tanh-k3-same"])
+def test_jax_last_output_is_bit_identical_to_h(jax_ref, config):
+    """STRUCT-SEQUENCE-STATE: XLA may compute output[-1] and h in two fusions
+    that round apart; the reference must return them identical."""
+    for seed in range(12):
+        case = make_case(config, B=1, T=2, H=1 if config["kernel_size"] == 1 else 5,
+                         W=1 if config["kernel_size"] == 1 else 4, C=1, seed=seed, scale=1.0)
+        out = jax_ref.run(case)
+        seq, h = out.outputs[0], out.outputs[1]
+        assert np.array_equal(seq[:, -1], h), (
+            f"ref-jax output[:, -1] differs from h by {np.abs(seq[:, -1] - h).max():.3g} "
+            f"for {config}, seed {seed}")
