@@ -13,7 +13,9 @@ One YAML file per adapter under ``conformance/expectations/``::
 A failing example that matches an entry is recorded as expected and the test
 goes on drawing (an entry naming the clause is preferred over a "*" one, so a
 broad entry does not absorb a failure that a specific one explains); an entry whose examples all pass is reported (it must be
-removed: the implementation was fixed).
+removed: the implementation was fixed).  A "*" entry with a ``when`` marks a
+region of every clause: after a couple of examples there, a test redraws
+instead of running more of them (``harness.Context.steer``).
 """
 from __future__ import annotations
 

@@ -36,6 +36,7 @@ def test_invalid_configuration_raises(adapter_name, clause_id, adapters, spec, r
            seed=seeds())
     def example(drawn, seed):
         case = make_case(spec, drawn, seed, weights=weights, **harness.case_options(clause))
+        ctx.steer(drawn, case.dtype)
         outcome = adapter.run(case)
         ctx.conclude(drawn, case, harness.check_raises(clause, outcome), outcome=outcome)
 

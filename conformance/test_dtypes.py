@@ -27,6 +27,7 @@ def test_result_dtype(adapter_name, clause_id, adapters, spec, record, results_d
            dtype=st.sampled_from(dtypes))
     def example(drawn, seed, dtype):
         case = make_case(spec, drawn, seed, dtype=dtype)
+        ctx.steer(drawn, case.dtype)
         outcome = adapter.run(case)
         want = clause.result_dtypes[dtype]
         problem = None

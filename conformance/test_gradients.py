@@ -33,6 +33,7 @@ def test_gradients_match_oracle(adapter_name, clause_id, adapters, spec, record,
     def example(drawn, seed, dtype, scale):
         case = make_case(spec, drawn, seed, dtype=dtype, scale=scale, cotangent=True,
                          initial_state=caps.initial_state)
+        ctx.steer(drawn, case.dtype)
         outcome = adapter.run(case)
         verdict = tolerance.judge_gradients(case, outcome)
         problem = None

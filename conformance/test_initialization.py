@@ -57,6 +57,7 @@ def test_initialization(adapter_name, clause_id, adapters, spec, record, results
     @given(drawn=configs(spec, focus=focus, caps=caps, size=size), seed=seeds())
     def example(drawn, seed):
         case = make_case(spec, drawn, seed, weights=False)
+        ctx.steer(drawn, case.dtype)
         outcome = adapter.run(case)
         problem = check_initial_weights(spec, clause, drawn, case, outcome)
         errors = None

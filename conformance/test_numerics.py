@@ -41,6 +41,7 @@ def test_matches_oracle(adapter_name, clause_id, adapters, spec, record, results
         if clause.defaults_only:
             drawn = harness.strip_to_required(spec, drawn)
         case = make_case(spec, drawn, seed, dtype=dtype, scale=scale, **options)
+        ctx.steer(drawn, case.dtype)
         outcome = adapter.run(case)
         verdict = tolerance.judge(case, outcome)
         problem = None

@@ -27,6 +27,7 @@ def test_roundtrip_is_identical(adapter_name, clause_id, adapters, spec, record,
     @given(drawn=configs(spec, focus=focus, caps=caps, size=size), seed=seeds())
     def example(drawn, seed):
         case = make_case(spec, drawn, seed, **harness.case_options(clause))
+        ctx.steer(drawn, case.dtype)
         outcome = adapter.run(case)
         problem = None
         if outcome.status != "ok":

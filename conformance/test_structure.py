@@ -27,6 +27,7 @@ def test_structure(adapter_name, clause_id, adapters, spec, record, results_dir,
     @given(drawn=configs(spec, focus=focus, caps=adapter.capabilities(), size=size), seed=seeds())
     def example(drawn, seed):
         case = make_case(spec, drawn, seed)
+        ctx.steer(drawn, case.dtype)
         outcome = adapter.run(case)
         ctx.conclude(drawn, case, harness.check_structure(spec, clause, drawn, outcome),
                      outcome=outcome)

@@ -1,0 +1,57 @@
+"""Context.steer: examples inside an adapter-wide known divergence are redrawn.
+
+A "*" expectation with a ``when`` (e.g. keras3-jax computing float64 in
+float32) would otherwise take a share of every clause's examples and can hide
+another failure behind it: keras3-jax's mask bug hid that way behind float64.
+"""
+from __future__ import annotations
+
+import pytest
+from hypothesis.errors import UnsatisfiedAssumption
+
+from adapters.numpy_oracle import NumpyOracle
+from conformance import harness
+from conformance.expectations import Expectation
+from conformance.expr import parse
+from conformance.spec import load_cached
+from conformance.strategies import Drawn
+
+
+def _context(entries):
+    spec = load_cached()
+    ctx = harness.Context(spec, NumpyOracle(), spec.clause("SEM-STEP"), {}, None)
+    ctx.expectations = entries
+    return ctx
+
+
+DRAWN = Drawn(config={"filters": 2, "kernel_size": 3},
+              dims={"batch": 2, "timesteps": 3, "rows": 5, "cols": 5, "channels": 1})
+FLOAT64 = Expectation("oracle", "*", "float64 is known to diverge", when=parse("dtype == 'float64'"))
+
+
+# reject() is meant for a Hypothesis test body; here it is called directly.
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
+def test_inside_a_known_divergence_the_first_examples_run_then_are_redrawn():
+    ctx = _context([FLOAT64])
+    for _ in range(harness.EXCUSED_RUNS):
+        ctx.steer(DRAWN, "float64")           # still run: a fix must show up
+    with pytest.raises(UnsatisfiedAssumption):
+        ctx.steer(DRAWN, "float64")
+    assert ctx.record["excused_draws"] == harness.EXCUSED_RUNS + 1
+
+
+def test_outside_the_region_nothing_is_redrawn():
+    ctx = _context([FLOAT64])
+    for _ in range(3 * harness.EXCUSED_RUNS):
+        ctx.steer(DRAWN, "float32")
+    assert ctx.excused == 0
+
+
+def test_clause_specific_and_unconditional_entries_do_not_steer():
+    """Those are what the clause is expected to show; its examples must see them."""
+    entries = [Expectation("oracle", "SEM-STEP", "clause-specific", when=parse("dtype == 'float64'")),
+               Expectation("oracle", "*", "everywhere")]
+    ctx = _context(entries)
+    for _ in range(3 * harness.EXCUSED_RUNS):
+        ctx.steer(DRAWN, "float64")
+    assert ctx.excused == 0
