@@ -400,30 +400,3 @@ def _skip_initial_values(k, layer, config: dict, dtype: str) -> None:
     for name in ("kernel_initializer", "recurrent_initializer"):
         if name not in config and cell is not None and hasattr(cell, name):
             setattr(cell, name, k.initializers.Zeros())
-
-
-def _stateless_fn(jax, jnp, layer, want_grads: bool, training: bool = False):
-    """(trainable, non_trainable, x, initial_state, mask, cotangent) ->
-    (outputs, grads or None) of one call, pure enough for jax.jit; grads are
-    (d trainable, d x, d initial_state) of sum(output * cotangent)."""
-    def call(tv, ntv, x, init, mask):
-        out, _ = layer.stateless_call(tv, ntv, x, initial_state=init, mask=mask,
-                                      training=training)
-        return out
-
-    def run(tv, ntv, x, init, mask, cot):
-        if not want_grads:
-            return call(tv, ntv, x, init, mask), None
-
-        def loss_fn(tv_, x_, init_):
-            out = call(tv_, ntv, x_, init_, mask)
-            prim = out[0] if isinstance(out, (list, tuple)) else out
-            return jnp.sum(prim * cot), out
-        (_, out), grads = _value_and_grad(jax, loss_fn)(tv, x, init)
-        return out, grads
-    return run
-
-
-def _value_and_grad(jax, fn):
-    return jax.value_and_grad(fn, argnums=(0, 1, 2), has_aux=True)
-
