@@ -340,10 +340,10 @@ def _grouped_hwio(W, kh: int, kw: int, cin: int, F: int):
 class JaxReference(ReferenceAdapter):
     """The fast reference on JAX; ``device`` is "cpu" or "cuda"."""
 
+    framework = "jax"
+
     def __init__(self, device: str = "cpu"):
-        super().__init__()
-        if device not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        super().__init__(device)
         import jax
         if device == "cuda":
             try:
@@ -358,8 +358,6 @@ class JaxReference(ReferenceAdapter):
             self._device = devs[0]
         else:
             self._device = jax.devices("cpu")[0]
-        self.device = device
-        self.name = f"ref-jax-{device}"
         self._cache: OrderedDict[CallKey, Callable] = OrderedDict()
         self._draws = 0
         self._unseeded = 0

@@ -338,8 +338,13 @@ class ReferenceAdapter(Adapter):
     """
 
     device = "cpu"
+    framework = ""        # "torch" or "jax": names the adapter, ref-<framework>-<device>
 
-    def __init__(self) -> None:
+    def __init__(self, device: str = "cpu") -> None:
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        self.device = device
+        self.name = f"ref-{self.framework}-{device}"
         self._state: dict[Any, Any] = {}   # stateful carry, keyed by layer identity
 
     def reset_states(self) -> None:
@@ -496,6 +501,26 @@ def _inplace(name: str, fn: Callable) -> Callable:
         method = fast[name]
         return lambda t: getattr(t, method)()
     return lambda t: t.copy_(fn(t))
+
+
+def _gate_activations(plan) -> tuple[Callable, Callable]:
+    """(gates_, act_) for the inference loops: ``gates_(z)`` applies the
+    activations in place to a pre-activation z whose last axis holds the gate
+    blocks [i f o | c] (the order _reorder_gates gives); ``act_`` is the
+    in-place cell activation.  With fast tanh the c block was doubled, so
+    sigmoid gives (tanh + 1) / 2 there, and sigmoid everywhere is one call."""
+    spec = plan.spec
+    F3 = 3 * spec.filters
+    act_ = _inplace(spec.activation, plan.act)
+    ract_ = _inplace(spec.recurrent_activation, plan.ract)
+    if plan.fast_tanh and spec.recurrent_activation == "sigmoid":
+        return (lambda z: z.sigmoid_()), act_
+    c_block_ = (lambda t: t.sigmoid_()) if plan.fast_tanh else act_
+
+    def gates_(z):
+        ract_(z[..., :F3])
+        c_block_(z[..., F3:])
+    return gates_, act_
 
 
 # --------------------------------------------------------------------------
@@ -726,10 +751,7 @@ def _infer_small(plan: _Plan, x, K, U, bias, h0, c0):
     tmp = torch.empty((B, Ho, Wo, F), dtype=dt, device=dev)
     seq = (torch.empty((B, T, Ho, Wo, F), dtype=dt, device=dev)
            if spec.return_sequences else None)
-    fast = plan.fast_tanh and spec.recurrent_activation == "sigmoid"
-    act_c = _inplace(spec.activation, plan.act)
-    ract_ = _inplace(spec.recurrent_activation, plan.ract)
-    F3 = 3 * F
+    gates_, act_c = _gate_activations(plan)
     xps = xp.split(rows)
     for s in range(T):
         if s == 0 and h0 is None:     # h = 0: no recurrent term
@@ -737,14 +759,7 @@ def _infer_small(plan: _Plan, x, K, U, bias, h0, c0):
         else:
             cols.copy_(patches)
             torch.addmm(xps[s], cols2, U2, out=z)
-        if fast:
-            z.sigmoid_()
-        else:
-            ract_(z4[..., :F3])
-            if plan.fast_tanh:
-                z4[..., F3:].sigmoid_()
-            else:
-                act_c(z4[..., F3:])
+        gates_(z4)
         c.mul_(f)
         if plan.fast_tanh:
             c.addcmul_(i, gc, value=2.0).sub_(i)
@@ -833,10 +848,7 @@ def _infer(plan: _Plan, x, K, U, bias, h0, c0, mask):
         h_new = torch.empty((B, Ho, Wo, F), dtype=dt, device=dev)
         prev_out = torch.zeros((B, Ho, Wo, F), dtype=dt, device=dev)
         zeros = torch.zeros((), dtype=dt, device=dev)
-    F3 = 3 * F
-    act_c = _inplace(spec.activation, plan.act)
-    ract_ = _inplace(spec.recurrent_activation, plan.ract)
-    all_sigmoid = plan.fast_tanh and spec.recurrent_activation == "sigmoid"
+    gates_, act_c = _gate_activations(plan)
 
     xp = None
     # Without an initial state h is zero at the first step, and so is its
@@ -865,15 +877,7 @@ def _infer(plan: _Plan, x, K, U, bias, h0, c0, mask):
             else:
                 z = tf.conv2d(hp_nchw, Wc).permute(0, 2, 3, 1)
                 z.add_(xs)
-        # Gates, in place on z: [i f o] recurrent activation, [c] activation.
-        if all_sigmoid:
-            z.sigmoid_()
-        else:
-            ract_(z[..., :F3])
-            if plan.fast_tanh:
-                z[..., F3:].sigmoid_()
-            else:
-                act_c(z[..., F3:])
+        gates_(z)
         i, f, o, gc = z.split(F, dim=-1)
         if mask is not None:
             m = active[:, s]
@@ -1073,30 +1077,21 @@ def _make_conv_class():
     return ConvStep
 
 
-class _LazyConv:
-    _cls = None
+class _LazyFunction:
+    """An autograd Function built on first use, keeping torch imports lazy."""
+
+    def __init__(self, make: Callable):
+        self._make = make
+        self._cls = None
 
     def apply(self, *args):
-        if _LazyConv._cls is None:
-            _LazyConv._cls = _make_conv_class()
-        return _LazyConv._cls.apply(*args)
+        if self._cls is None:
+            self._cls = self._make()
+        return self._cls.apply(*args)
 
 
-_ConvStep = _LazyConv()
-
-
-class _LazyCell:
-    """Builds the autograd Function on first use, keeping torch imports lazy."""
-
-    _cls = None
-
-    def apply(self, *args):
-        if _LazyCell._cls is None:
-            _LazyCell._cls = _make_cell_class()
-        return _LazyCell._cls.apply(*args)
-
-
-_LSTMCell = _LazyCell()
+_ConvStep = _LazyFunction(_make_conv_class)
+_LSTMCell = _LazyFunction(_make_cell_class)
 
 
 def forward_backward(plan: _Plan, x, K, U, bias, h0, c0, mask, cotangent=None,
@@ -1334,10 +1329,10 @@ def _to_numpy64(t) -> np.ndarray:
 class TorchReference(ReferenceAdapter):
     """The fast reference on PyTorch; ``device`` is "cpu" or "cuda"."""
 
+    framework = "torch"
+
     def __init__(self, device: str = "cpu"):
-        super().__init__()
-        if device not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        super().__init__(device)
         import torch
         if device == "cuda":
             if not torch.cuda.is_available():
@@ -1346,8 +1341,6 @@ class TorchReference(ReferenceAdapter):
             # mantissa bits; the reference must compute in the dtype it claims.
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
-        self.device = device
-        self.name = f"ref-torch-{device}"
         self._torch_device = torch.device(device)
         self._generator = torch.Generator()
         self._seed: int | None = None
