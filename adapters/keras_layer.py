@@ -152,10 +152,7 @@ class KerasConvLSTM(Adapter):
             else:
                 layer.build((None,) + tuple(x.shape[1:]))
             if case.kernel is not None:
-                weights = [case.kernel, case.recurrent_kernel]
-                if kwargs.get("use_bias", True):
-                    weights.append(case.bias)
-                layer.set_weights([self._tensor(w, adt) for w in weights])
+                self._set_case_weights(layer, case, kwargs, adt)
             call_kwargs: dict[str, Any] = {"training": bool(case.training)}
             if case.initial_state is not None:
                 call_kwargs["initial_state"] = self._states(case.initial_state, adt)
@@ -193,6 +190,13 @@ class KerasConvLSTM(Adapter):
                              for t in (r if isinstance(r, (list, tuple)) else [r])] for r in later]
         return self._ok(result, start, weights=used, grads=grads,
                         followup_outputs=followup_outputs)
+
+    def _set_case_weights(self, layer, case: Case, kwargs: dict, adt: str) -> None:
+        """The case's canonical weights are Keras's layout; set_weights checks the shapes."""
+        weights = [case.kernel, case.recurrent_kernel]
+        if kwargs.get("use_bias", True):
+            weights.append(case.bias)
+        layer.set_weights([self._tensor(w, adt) for w in weights])
 
     def _ok(self, result, start: float, **fields) -> Outcome:
         """The layer's return value as an Outcome: structure, dtypes, float64 arrays."""
@@ -244,11 +248,7 @@ class KerasConvLSTM(Adapter):
             if entry is None:
                 layer.build((None,) + tuple(x.shape[1:]))
                 fn = jax.jit(_stateless_fn(jax, jnp, layer, want_grads))
-            weights = [case.kernel, case.recurrent_kernel]
-            if kwargs.get("use_bias", True):
-                weights.append(case.bias)
-            # set_weights checks the shapes, as in the eager path.
-            layer.set_weights([self._tensor(w, adt) for w in weights])
+            self._set_case_weights(layer, case, kwargs, adt)
             tv = [v.value for v in layer.trainable_variables]
             ntv = [v.value for v in layer.non_trainable_variables]
             init = (self._states(case.initial_state, adt)
@@ -370,13 +370,10 @@ def _stateless_fn(jax, jnp, layer, want_grads: bool, training: bool = False):
             out = call(tv_, ntv, x_, init_, mask)
             prim = out[0] if isinstance(out, (list, tuple)) else out
             return jnp.sum(prim * cot), out
-        (_, out), grads = _value_and_grad(jax, loss_fn)(tv, x, init)
+        (_, out), grads = jax.value_and_grad(loss_fn, argnums=(0, 1, 2), has_aux=True)(
+            tv, x, init)
         return out, grads
     return run
-
-
-def _value_and_grad(jax, fn):
-    return jax.value_and_grad(fn, argnums=(0, 1, 2), has_aux=True)
 
 
 def _skip_initial_values(k, layer, config: dict, dtype: str) -> None:
