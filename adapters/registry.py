@@ -94,6 +94,11 @@ def module_present(target: str) -> bool:
         return False
 
 
+def installed() -> list[str]:
+    """Known adapters runnable here: their frameworks and their module import."""
+    return [s.name for s in KNOWN if s.available()[0] and module_present(s.target)]
+
+
 def create(spec: AdapterSpec) -> Adapter:
     """Instantiate an adapter: in a worker process when ``spec.isolate``."""
     if spec.isolate:

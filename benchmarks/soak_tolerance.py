@@ -38,9 +38,9 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from adapters import numpy_oracle  # noqa: E402
+from adapters import numpy_oracle, registry  # noqa: E402
 from adapters.base import FLOAT_DTYPES, OK, Adapter  # noqa: E402
-from benchmarks.throughput import FLOAT32, installed, machine, open_adapter  # noqa: E402
+from benchmarks.throughput import FLOAT32, machine, open_adapter  # noqa: E402
 from conformance import tolerance  # noqa: E402
 from conformance.expectations import for_adapter  # noqa: E402
 from conformance.spec import load_cached  # noqa: E402
@@ -238,7 +238,7 @@ def main(argv=None) -> int:
                    help="save the case of every false alarm here (.npz, for conformance repro)")
     args = p.parse_args(argv)
 
-    have = [n for n in installed() if n != "oracle"]
+    have = [n for n in registry.installed() if n != "oracle"]
     if args.adapters is None:
         names = [n for n in QUICK if n in have]
     elif args.adapters == "all":

@@ -82,12 +82,6 @@ def machine() -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M %Z")}
 
 
-def installed() -> list[str]:
-    """Adapters importable here (not just their framework: the module too)."""
-    return [s.name for s in registry.KNOWN
-            if s.available()[0] and registry.module_present(s.target)]
-
-
 def open_adapter(name: str) -> Adapter:
     if name == FLOAT32:
         from tests.mutants import Float32ConvLSTM
@@ -96,7 +90,7 @@ def open_adapter(name: str) -> Adapter:
 
 
 def reference_name() -> tuple[str, str]:
-    if REFERENCE in installed():
+    if REFERENCE in registry.installed():
         return REFERENCE, ""
     return FLOAT32, (f"{REFERENCE} is not installed here; the float32 NumPy implementation "
                      f"of tests/mutants.py stands in for it")
@@ -280,7 +274,7 @@ def mode_ref(args) -> dict:
 
 
 def mode_all(args) -> dict:
-    names = args.adapters or [n for n in installed() if n != "oracle"]
+    names = args.adapters or [n for n in registry.installed() if n != "oracle"]
     adapters = {}
     try:
         for n in names:

@@ -48,8 +48,7 @@ def _selected(config) -> list[str]:
     raw = config.getoption("--adapters")
     names: list[str] = []
     if raw == "all":
-        names = [s.name for s in registry.KNOWN
-                 if s.available()[0] and registry.module_present(s.target)]
+        names = registry.installed()
         # Third-party adapters published under our entry-point group.
         names += [f"object:{target}" for target in registry.entry_point_adapters().values()]
     else:

@@ -158,8 +158,8 @@ def draw_config(ch: Chooser, spec: Spec, *, size: str = SMALL,
     for arg in spec.arguments.values():
         if arg.type == "input" or arg.phase != "constructor":
             continue
-        rng_ = breaks.get(arg.name, arg.draw)
-        env = spec.environment(config, only=_bound_names(rng_)) if _bound_names(rng_) else {}
+        names = _bound_names(breaks.get(arg.name, arg.draw))
+        env = spec.environment(config, only=names) if names else {}
         if arg.name in breaks:
             config[arg.name] = _draw_value(ch, arg.name, arg.type, breaks[arg.name], env, size, None)
         elif arg.name in focus:
