@@ -1,0 +1,226 @@
+"""The reference's C kernel for small problems (adapters/native).
+
+The kernel replaces PyTorch operators for small maskless inference on the CPU,
+so it is held to the same standard as the rest of the reference: every result
+is judged against the float64 oracle through the tolerance model, on
+configurations that reach each of its specialised copies (F = 1..16 and the
+generic one, 4- and 8-lane vectors, odd and even channel counts); its
+activations are checked against float64 over their whole range, NaN and
+infinities included; and it must agree with the PyTorch-operator path on
+where results are NaN.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from tests.test_reference import BASE, CONFIGS, _cid, assert_conforms, make_case
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                                reason="torch is not installed")
+
+
+@pytest.fixture(scope="module")
+def lib():
+    from adapters import native
+    found = native.library()
+    if found is None:
+        disabled = os.environ.get("CONVLSTM_NATIVE") == "0"
+        if not disabled and (shutil.which("cc") or shutil.which("gcc")):
+            pytest.fail(f"a C compiler is present but the kernel is unavailable: "
+                        f"{native.status()}")
+        pytest.skip(f"no native kernel: {native.status()}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def torch_ref(lib):
+    from adapters.reference_torch import TorchReference
+    return TorchReference("cpu")
+
+
+def _tensors(case):
+    import torch
+    from adapters import reference_torch as rt
+    spec = rt.parse_config(case.config)
+    geo = rt.geometry(spec, case.inputs.shape)
+    dt = {"float32": torch.float32, "float64": torch.float64}[case.dtype]
+    plan = rt.make_plan(spec, geo, dt, torch.device("cpu"))
+
+    def t(a):
+        return None if a is None else torch.as_tensor(np.asarray(a)).to(dt)
+
+    h0, c0 = case.initial_state if case.initial_state is not None else (None, None)
+    return plan, (t(case.inputs), t(case.kernel), t(case.recurrent_kernel), t(case.bias),
+                  t(h0), t(c0))
+
+
+# --------------------------------------------------------------------------
+# Activations
+
+
+def _ulp(a: np.ndarray, dtype) -> np.ndarray:
+    """ulp of each value in ``dtype``; 0 at infinities, which must come out exact."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        u = np.spacing(np.abs(a).astype(dtype)).astype(np.float64)
+    return np.where(np.isfinite(u), u, 0.0)
+
+
+SPECIAL = np.array([0.0, -0.0, 1e-30, -1e-30, 1e-8, -1e-8, 0.5, -0.5, 3.0, -3.0, 87.0, -87.0,
+                    88.0, -88.0, 88.7, -88.7, 89.0, -104.0, 1e4, -1e4, np.inf, -np.inf])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_activations_against_float64(lib, dtype):
+    from adapters import native
+    x = np.concatenate([np.linspace(-120, 120, 240_001), SPECIAL]).astype(dtype)
+    x64 = x.astype(np.float64)
+    with np.errstate(over="ignore"):
+        sig = 1.0 / (1.0 + np.exp(-x64))
+    want = {"sigmoid": sig, "tanh": np.tanh(x64),
+            "hard_sigmoid": np.clip(x64 + 3.0, 0.0, 6.0) / 6.0,
+            "relu": np.maximum(x64, 0.0), "linear": x64}
+    fn = lib.activation_f32 if dtype == "float32" else lib.activation_f64
+    eps_abs = float(np.finfo(dtype).tiny)   # below it the exp clamp may leave a denormal
+    for name, code in native.ACTIVATIONS.items():
+        v = x.copy()
+        fn(v.ctypes.data, v.size, code)
+        got = v.astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            # Equal infinities are exact; a NaN error (NaN out of a number) fails below.
+            err = np.where(got == want[name], 0.0, np.abs(got - want[name]))
+        if name == "tanh" and dtype == "float32":
+            # 2 sigmoid(2x) - 1: twice a sigmoid error of 4 ulp of a value below 1
+            # (ulp 2^-24) plus the subtraction's rounding: an absolute bound.
+            bound = np.full_like(err, 2.0 ** -21 + 2.0 ** -24)
+        else:
+            # exp within 2 ulp, then an add and a divide: 4 ulp of the result.
+            bound = 4 * _ulp(want[name], dtype) + eps_abs
+        bad = ~(err <= bound)
+        assert not bad.any(), (f"{dtype} {name}: {bad.sum()} values beyond the bound, "
+                               f"e.g. x={x64[bad][:3]} got={got[bad][:3]} want={want[name][bad][:3]}")
+        nan = np.array([np.nan], dtype=dtype)
+        fn(nan.ctypes.data, 1, code)
+        assert np.isnan(nan[0]), f"{dtype} {name}(NaN) must be NaN, got {nan[0]}"
+
+
+# --------------------------------------------------------------------------
+# The kernel against the oracle
+
+
+def _native_taken(case) -> bool:
+    from adapters import reference_torch as rt
+    plan, _ = _tensors(case)
+    return plan.small and rt.native_applies(plan)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("config", [c for c in CONFIGS
+                                    if c.get("recurrent_activation") != "sparse_sigmoid"],
+                         ids=_cid)
+def test_kernel_matches_oracle(torch_ref, config, dtype):
+    for initial_state in (False, True):
+        case = make_case(dict(config, return_state=True), dtype=dtype,
+                         initial_state=initial_state, seed=3)
+        assert _native_taken(case), f"{config} should run on the C kernel"
+        assert_conforms(case, torch_ref.run(case), "ref-torch-cpu (C kernel)")
+
+
+# Every specialised copy: F = 1..16 with 8 float lanes for even F and 4 for odd,
+# F = 17 the generic copy; input channel counts around the unroll by four.
+# The adapter sends F past NATIVE_MAX_FILTERS to the operator path, so the
+# kernel is called directly here and judged through the same oracle.
+@pytest.mark.parametrize("filters", [1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 15, 16, 17])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_kernel_every_filter_count(torch_ref, filters, dtype, monkeypatch):
+    from adapters import reference_torch as rt
+    monkeypatch.setattr(rt, "NATIVE_MAX_FILTERS", {"float32": 64, "float64": 64})
+    for C in (1, 3, 4, 6):
+        config = dict(filters=filters, kernel_size=(2, 3), padding="same",
+                      return_sequences=True, return_state=True)
+        case = make_case(config, B=2, T=3, H=5, W=4, C=C, dtype=dtype,
+                         initial_state=C % 2 == 0, seed=filters * 10 + C, scale=0.3)
+        assert _native_taken(case)
+        assert_conforms(case, torch_ref.run(case), f"C kernel F={filters} C={C}")
+
+
+def test_filter_limit_selects_the_operator_path(lib):
+    from adapters import reference_torch as rt
+    for dtype, limit in rt.NATIVE_MAX_FILTERS.items():
+        for F, want in ((limit, True), (limit + 1, False)):
+            case = make_case(dict(BASE, filters=F), dtype=dtype)
+            assert _native_taken(case) is want, f"{dtype} F={F}"
+
+
+def test_kernel_reads_strided_and_channels_first_states(torch_ref):
+    """x and the initial state are read through their strides, not copied."""
+    from adapters import reference_torch as rt
+    for cf in (False, True):
+        config = dict(BASE, padding="same", go_backwards=True, return_sequences=True,
+                      data_format="channels_first" if cf else "channels_last")
+        case = make_case(config, dtype="float64", initial_state=True, seed=5)
+        plan, (x, K, U, b, h0, c0) = _tensors(case)
+        # A non-contiguous x with the same values: every other element of a wider buffer.
+        wide = x.new_zeros(x.shape[:-1] + (2 * x.shape[-1],))
+        wide[..., ::2] = x
+        got = rt._infer_native(plan, wide[..., ::2], K, U, b, h0, c0)
+        want = rt._infer_small(plan, x, K, U, b, h0, c0)
+        for name, g, w in zip(("output", "h", "c"), got, want):
+            np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=0, atol=1e-12,
+                                       err_msg=f"{name}, channels_first={cf}")
+
+
+def test_kernel_nonfinite_like_torch_ops(lib):
+    """NaN and infinities in the input end where the PyTorch-operator path puts them."""
+    from adapters import reference_torch as rt
+    for dtype in ("float32", "float64"):
+        case = make_case(dict(BASE, padding="same", return_sequences=True), dtype=dtype,
+                         seed=11)
+        case.inputs = case.inputs.copy()
+        case.inputs[0, 1, 2, 3, 0] = np.nan
+        case.inputs[1, 0, 0, 0, 1] = np.inf
+        case.inputs[1, 2, 4, 4, 0] = -np.inf
+        plan, args = _tensors(case)
+        got = rt._infer_native(plan, *args)
+        want = rt._infer_small(plan, *args)
+        for name, g, w in zip(("output", "h", "c"), got, want):
+            g, w = g.numpy(), w.numpy()
+            assert np.isnan(w).any(), "the case should produce NaN"
+            np.testing.assert_array_equal(np.isnan(g), np.isnan(w),
+                                          err_msg=f"{dtype} {name}: NaN positions differ")
+            np.testing.assert_array_equal(np.isinf(g), np.isinf(w),
+                                          err_msg=f"{dtype} {name}: inf positions differ")
+
+
+def test_unsupported_activation_falls_back(torch_ref):
+    from adapters import reference_torch as rt
+    case = make_case(dict(BASE, activation="elu", return_state=True), dtype="float64")
+    plan, args = _tensors(case)
+    assert not rt.native_applies(plan)
+    assert rt._infer_native(plan, *args) is None
+    assert_conforms(case, torch_ref.run(case), "ref-torch-cpu (operators)")
+
+
+def test_disabled_by_environment(monkeypatch, tmp_path):
+    from adapters import native
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setenv("CONVLSTM_NATIVE", "0")
+    assert native.library() is None
+    assert "CONVLSTM_NATIVE=0" in native.status()
+
+
+def test_failed_build_is_reported_not_raised(monkeypatch, tmp_path):
+    from adapters import native
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setenv("CONVLSTM_NATIVE", "1")
+    monkeypatch.setenv("CONVLSTM_NATIVE_DIR", str(tmp_path))
+    bad = tmp_path / "broken.c"
+    bad.write_text("this is not C\n")
+    monkeypatch.setattr(native, "SOURCE", bad)
+    assert native.library() is None
+    assert "failed" in native.status()
+    assert not list(tmp_path.glob("*.so")), "no library is left behind by a failed build"
