@@ -22,7 +22,10 @@ Same contract as the float64 oracle (Keras 3 semantics, see
   initial state the first step skips the recurrent convolution (h = 0).
 * The gate arithmetic runs in place on the convolution's output, on
   preallocated buffers; on the CPU in float32, tanh is computed as
-  2*sigmoid(2x) - 1 (see :func:`make_plan`).
+  2*sigmoid(2x) - 1 (see :func:`make_plan`).  Without a mask, and where the C
+  kernels of ``adapters/native`` are available, a step's gate arithmetic is
+  one C call (:func:`_gates_in_c`) reading and writing every position once,
+  where the operators make ten passes over megabytes.
 * Small problems replace the library convolution by im2col GEMMs and run on
   one thread: oneDNN's per-call overhead (~50 us) and OpenMP's fork/join
   dominate at those sizes, so that path is written for operator count.  Where
@@ -554,6 +557,8 @@ class _Plan:
     ract: Callable
     # How the C kernel computes this plan's inference (see _native_call), or None.
     native: Any = None
+    # The C gate arithmetic for the convolution-library path (_native_gates), or None.
+    native_gates: Any = None
 
 
 def make_plan(spec: LayerSpec, geo: Geometry, dtype, device) -> _Plan:
@@ -571,6 +576,7 @@ def make_plan(spec: LayerSpec, geo: Geometry, dtype, device) -> _Plan:
                  act=torch_activation(spec.activation),
                  ract=torch_activation(spec.recurrent_activation))
     plan.native = _native_call(plan)
+    plan.native_gates = _native_gates(plan)
     return plan
 
 
@@ -796,23 +802,29 @@ def native_applies(plan: _Plan) -> bool:
     return plan.native is not None
 
 
-def _native_call(plan: _Plan):
-    """(kernel, geometry prefix, state shape, sequence shape, numpy dtype) for the
-    C kernel, or None where it does not apply: small CPU problems in float32 or
-    float64, up to NATIVE_MAX_FILTERS, whose activations it implements."""
+def _native_library(plan: _Plan):
+    """The C kernels' library where they can compute this plan at all (CPU,
+    float32/float64, activations they implement), else None."""
     import torch
-    spec, g = plan.spec, plan.geo
-    if not (plan.small and plan.device.type == "cpu" and g.T >= 1
-            and plan.dtype in (torch.float32, torch.float64)
+    spec = plan.spec
+    if not (plan.device.type == "cpu" and plan.dtype in (torch.float32, torch.float64)
             and spec.activation in native.ACTIVATIONS
             and spec.recurrent_activation in native.ACTIVATIONS):
         return None
-    lib = native.library()
-    if lib is None:
-        return None
+    return native.library()
+
+
+def _native_call(plan: _Plan):
+    """(kernel, geometry prefix, state shape, sequence shape, numpy dtype) for the
+    whole-call C kernel, or None where it does not apply: besides
+    _native_library's conditions, small problems up to NATIVE_MAX_FILTERS."""
+    import torch
+    spec, g = plan.spec, plan.geo
     f32 = plan.dtype == torch.float32
     F = spec.filters
-    if F > NATIVE_MAX_FILTERS["float32" if f32 else "float64"]:
+    lib = _native_library(plan)
+    if (lib is None or not plan.small or g.T < 1
+            or F > NATIVE_MAX_FILTERS["float32" if f32 else "float64"]):
         return None
     (sh, sw), (dh, dw), (kh, kw) = spec.strides, spec.dilation, spec.kernel
     prefix = (g.B, g.T, g.H, g.W, g.C, F, g.Ho, g.Wo, kh, kw, sh, sw, dh, dw,
@@ -822,6 +834,34 @@ def _native_call(plan: _Plan):
             (g.B, g.Ho, g.Wo, F),
             (g.B, g.T, g.Ho, g.Wo, F) if spec.return_sequences else None,
             np.float32 if f32 else np.float64)
+
+
+def _native_gates(plan: _Plan):
+    """The C gate arithmetic (lstm_gates_*) for _infer without a mask, or None."""
+    import torch
+    lib = _native_library(plan)
+    if lib is None:
+        return None
+    return lib.lstm_gates_f32 if plan.dtype == torch.float32 else lib.lstm_gates_f64
+
+
+def _gates_in_c(plan: _Plan, z, c, h, out) -> None:
+    """z (B, H', W', 4F) pre-activations in the internal gate order, unscaled
+    -> c updated in place, h (a view into the state buffer) and out (the
+    step's output slot, or None) written.  Every array NHWC with unit channel
+    stride (what the convolution library returns for channels_last inputs)."""
+    spec = plan.spec
+    B, Ho, Wo, _ = z.shape
+    strides = [t.stride() if t is not None else (0, 0, 0, 1) for t in (z, c, h, out)]
+    if any(st[3] != 1 for st in strides):
+        raise ValueError(f"the C gate kernel needs contiguous channels, got strides {strides}")
+    g = native.geometry_array((B, Ho, Wo, spec.filters, native.ACTIVATIONS[spec.activation],
+                               native.ACTIVATIONS[spec.recurrent_activation],
+                               *(v for st in strides for v in st[:3])))
+    status = plan.native_gates(g, z.data_ptr(), c.data_ptr(), h.data_ptr(),
+                               out.data_ptr() if out is not None else None)
+    if status != 0:
+        raise MemoryError("the C gate kernel could not allocate its scratch buffer")
 
 
 def _infer_native(plan: _Plan, x, K, U, bias, h0, c0):
@@ -894,9 +934,13 @@ def _infer(plan: _Plan, x, K, U, bias, h0, c0, mask):
     kh, kw = spec.kernel
     dt, dev = plan.dtype, plan.device
 
-    Ki = _reorder_gates(K, F, plan.fast_tanh)
-    Ui = _reorder_gates(U, F, plan.fast_tanh)
-    bi = _reorder_gates(bias, F, plan.fast_tanh) if bias is not None else None
+    # Without a mask the gate arithmetic is one C call per step where the
+    # kernel is available; it takes the c-gate weights as they are.
+    in_c = mask is None and plan.native_gates is not None
+    scale = plan.fast_tanh and not in_c
+    Ki = _reorder_gates(K, F, scale)
+    Ui = _reorder_gates(U, F, scale)
+    bi = _reorder_gates(bias, F, scale) if bias is not None else None
     # When the input convolution has the recurrent one's geometry (stride 1,
     # no dilation, 'same') and one time step is a big enough GEMM on its own,
     # the frame x_t rides along as C extra channels of the state buffer: one
@@ -965,6 +1009,9 @@ def _infer(plan: _Plan, x, K, U, bias, h0, c0, mask):
             else:
                 z = tf.conv2d(hp_nchw, Wc).permute(0, 2, 3, 1)
                 z.add_(xs)
+        if in_c:
+            _gates_in_c(plan, z, c, h, seq[:, s] if seq is not None else None)
+            continue
         gates_(z)
         i, f, o, gc = z.split(F, dim=-1)
         if mask is not None:

@@ -224,3 +224,49 @@ def test_failed_build_is_reported_not_raised(monkeypatch, tmp_path):
     assert native.library() is None
     assert "failed" in native.status()
     assert not list(tmp_path.glob("*.so")), "no library is left behind by a failed build"
+
+
+# --------------------------------------------------------------------------
+# The gate kernel of the convolution-library path
+
+
+GATE_CONFIGS = [
+    dict(BASE, padding="same", return_sequences=True),                 # x_t rides along
+    dict(BASE, padding="same", go_backwards=True, data_format="channels_first"),
+    dict(BASE, strides=(2, 1), return_sequences=True),                 # hoisted projection
+    dict(BASE, padding="same", activation="relu", recurrent_activation="hard_sigmoid",
+         return_sequences=True),                                       # its generic path
+    dict(BASE, activation=None, recurrent_activation="tanh", use_bias=False),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("config", GATE_CONFIGS, ids=_cid)
+def test_gate_kernel_matches_oracle(torch_ref, config, dtype, monkeypatch):
+    """Every problem takes the convolution path (SMALL_ROWS = 0), so each step's
+    gate arithmetic is one lstm_gates_* call; with and without an initial state."""
+    from adapters import reference_torch as rt
+    monkeypatch.setattr(rt, "SMALL_ROWS", 0)
+    for initial_state in (False, True):
+        case = make_case(dict(config, return_state=True), B=3, T=4, H=6, W=5, C=3,
+                         dtype=dtype, initial_state=initial_state, seed=21)
+        plan, _ = _tensors(case)
+        assert not plan.small and plan.native_gates is not None
+        assert_conforms(case, torch_ref.run(case), "ref-torch-cpu (C gates)")
+
+
+def test_gate_kernel_not_used_with_a_mask(torch_ref, monkeypatch):
+    from adapters import reference_torch as rt
+    monkeypatch.setattr(rt, "SMALL_ROWS", 0)
+    calls = []
+    real = rt._gates_in_c
+    monkeypatch.setattr(rt, "_gates_in_c", lambda *a: calls.append(1) or real(*a))
+    case = make_case(dict(BASE, padding="same", return_state=True), dtype="float64",
+                     mask=[[True, False, True], [False, True, True]])
+    assert_conforms(case, torch_ref.run(case), "ref-torch-cpu (operator gates, mask)")
+    assert not calls, "masked steps keep their state: the operator path handles them"
+    case.mask = None
+    assert_conforms(case, torch_ref.run(case), "ref-torch-cpu (C gates)")
+    import torch
+    parts = min(torch.get_num_threads(), 2)        # batch slices, one per core
+    assert len(calls) == 3 * parts, f"one gate call per step and slice, got {len(calls)}"

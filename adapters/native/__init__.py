@@ -110,6 +110,10 @@ def _load():
         fn = getattr(lib, name)
         fn.argtypes = [i64p] + [p] * 9
         fn.restype = ctypes.c_int
+    for name in ("lstm_gates_f32", "lstm_gates_f64"):
+        fn = getattr(lib, name)
+        fn.argtypes = [i64p] + [p] * 4
+        fn.restype = ctypes.c_int
     for name in ("activation_f32", "activation_f64"):
         fn = getattr(lib, name)
         fn.argtypes = [p, ctypes.c_int64, ctypes.c_int]
@@ -133,16 +137,22 @@ def status() -> str:
     return _state["status"]
 
 
+#: The first argument of lstm_gates_*, in the order of its GG_* enum.
+GATE_GEOMETRY = ("B", "Ho", "Wo", "F", "act", "ract", "zs_b", "zs_y", "zs_x", "cs_b", "cs_y",
+                 "cs_x", "hs_b", "hs_y", "hs_x", "os_b", "os_y", "os_x")
+
 _ARRAYS: dict = {}
 
 
 def geometry_array(values: tuple) -> ctypes.Array:
-    """The kernel's int64 geometry argument for ``values`` (cached: building a
-    ctypes array costs microseconds, as much as a fuzzer-sized call's work)."""
+    """The int64 geometry argument (GEOMETRY or GATE_GEOMETRY) for ``values``
+    (cached: building a ctypes array costs microseconds, as much as a
+    fuzzer-sized call's work)."""
     arr = _ARRAYS.get(values)
     if arr is None:
-        if len(values) != len(GEOMETRY):
-            raise ValueError(f"{len(values)} geometry values, the kernel takes {len(GEOMETRY)}")
+        if len(values) not in (len(GEOMETRY), len(GATE_GEOMETRY)):
+            raise ValueError(f"{len(values)} geometry values: the kernels take "
+                             f"{len(GEOMETRY)} or {len(GATE_GEOMETRY)}")
         if len(_ARRAYS) >= 1024:
             _ARRAYS.clear()
         arr = _ARRAYS[values] = (ctypes.c_int64 * len(values))(*values)

@@ -282,6 +282,64 @@ int NAME(const int64_t *g, const T *x, const T *K, const T *U, const T *bias,   
 DEFINE_KERNEL(convlstm_small_f32, step_f32, float, act_f32)
 DEFINE_KERNEL(convlstm_small_f64, step_f64, double, act_f64)
 
+/* The gate arithmetic of one step of a big problem, whose convolutions the
+ * library computes: from the pre-activations z to the new c (in place), h and
+ * optionally the step's output slot.  The PyTorch formulation makes ten
+ * passes over arrays of megabytes per step, bound by memory traffic; here
+ * every position is read and written once.
+ *
+ * z holds per position the 4F pre-activations in the order i, f, o, c (the
+ * reference's internal order), unscaled.  Arguments through gate_geometry
+ * (GG_*): sizes, activation codes, and the (b, y, x) element strides of z, c,
+ * h and out, whose channels are contiguous.  out may be NULL.  Returns 0, or 1
+ * when the scratch buffer cannot be allocated. */
+enum {
+    GG_B, GG_HO, GG_WO, GG_F, GG_ACT, GG_RACT, GG_Z, GG_C = GG_Z + 3, GG_H = GG_C + 3,
+    GG_OUT = GG_H + 3, GG_LEN = GG_OUT + 3
+};
+
+#define DEFINE_GATES(NAME, T, SIGMOID, TANH, ACT)                                        \
+int NAME(const int64_t *g, const T *z, T *c, T *h, T *out)                               \
+{                                                                                        \
+    const int64_t B = g[GG_B], Ho = g[GG_HO], Wo = g[GG_WO], F = g[GG_F];                \
+    const int act = (int)g[GG_ACT], ract = (int)g[GG_RACT];                              \
+    const int common = act == ACT_TANH && ract == ACT_SIGMOID;                           \
+    T *tmp = common ? NULL : malloc(sizeof(T) * (size_t)(5 * F));                        \
+    if (!common && !tmp) return 1;                                                       \
+    for (int64_t b = 0; b < B; b++)                                                      \
+        for (int64_t y = 0; y < Ho; y++)                                                 \
+            for (int64_t q = 0; q < Wo; q++) {                                           \
+                const T *restrict zi = z + b * g[GG_Z] + y * g[GG_Z + 1] + q * g[GG_Z + 2]; \
+                T *restrict cp = c + b * g[GG_C] + y * g[GG_C + 1] + q * g[GG_C + 2];    \
+                T *restrict hp = h + b * g[GG_H] + y * g[GG_H + 1] + q * g[GG_H + 2];    \
+                if (common) {                                                            \
+                    for (int64_t f = 0; f < F; f++) {                                    \
+                        const T cn = SIGMOID(zi[F + f]) * cp[f]                          \
+                                     + SIGMOID(zi[f]) * TANH(zi[3 * F + f]);             \
+                        cp[f] = cn;                                                      \
+                        hp[f] = SIGMOID(zi[2 * F + f]) * TANH(cn);                       \
+                    }                                                                    \
+                } else if (tmp) {                                                        \
+                    memcpy(tmp, zi, sizeof(T) * (size_t)(4 * F));                        \
+                    ACT(tmp, 3 * F, ract);                                               \
+                    ACT(tmp + 3 * F, F, act);                                            \
+                    for (int64_t f = 0; f < F; f++)                                      \
+                        tmp[4 * F + f] = cp[f] = tmp[F + f] * cp[f] + tmp[f] * tmp[3 * F + f]; \
+                    ACT(tmp + 4 * F, F, act);                                            \
+                    for (int64_t f = 0; f < F; f++) hp[f] = tmp[2 * F + f] * tmp[4 * F + f]; \
+                }                                                                        \
+                if (out) {                                                               \
+                    T *op = out + b * g[GG_OUT] + y * g[GG_OUT + 1] + q * g[GG_OUT + 2]; \
+                    memcpy(op, hp, sizeof(T) * (size_t)F);                               \
+                }                                                                        \
+            }                                                                            \
+    free(tmp);                                                                           \
+    return 0;                                                                            \
+}
+
+DEFINE_GATES(lstm_gates_f32, float, sigmoid_f32, tanh_f32, act_f32)
+DEFINE_GATES(lstm_gates_f64, double, sigmoid_f64, tanh_f64, act_f64)
+
 /* The activations alone, for testing their accuracy against float64. */
 void activation_f32(float *v, int64_t n, int code) { act_f32(v, n, code); }
 void activation_f64(double *v, int64_t n, int code) { act_f64(v, n, code); }
