@@ -35,3 +35,19 @@ def test_data_per_config_repeats_the_configuration_with_fresh_data():
             "cases of one configuration must get fresh weights")
     assert len({_signature(cases[k]) for k in (0, 3, 6)}) > 1, (
         "after data_per_config cases a new configuration must be drawn")
+
+
+def test_reference_breakdown_splits_the_time(capsys):
+    """The split of benchmarks/README.md: convolutions and the rest add up."""
+    import importlib.util
+    import re
+    if importlib.util.find_spec("torch") is None:
+        import pytest
+        pytest.skip("torch is not installed")
+    import reference_breakdown
+    assert reference_breakdown.main(["--size", "S", "--repeats", "1"]) == 0
+    line = capsys.readouterr().out
+    full, rest, conv = (float(v) for v in re.search(
+        r"forward ([\d.]+) ms; without the convolutions ([\d.]+) ms.*convolutions ([\d.]+) ms",
+        line).groups())
+    assert 0 < rest < full and abs(full - rest - conv) < 0.2, line
