@@ -54,6 +54,9 @@ OUTPUT_CLAUSE, GRADIENT_CLAUSE = "SEM-STEP", "SEM-GRADIENTS"
 # How conformance/test_numerics.py and test_gradients.py word a failure.
 PROBLEM = {"outputs": "diverges from the oracle", "gradients": "gradients diverge from the oracle"}
 MAX_SHOWN = 10
+# A series whose largest ratio passes this is printed with its case: a model
+# that is right has its correct implementations far below 1.
+NEAR = 0.5
 
 
 @dataclass
@@ -63,6 +66,14 @@ class Series:
     ratios: list = field(default_factory=list)
     known: int = 0          # cases under a documented divergence, kept apart
     known_failed: int = 0
+    worst: dict | None = None   # the case of the largest ratio, to look at near-misses
+
+    def add(self, ratio: float, case, dims: dict, detail: str) -> None:
+        self.ratios.append(ratio)
+        if self.worst is None or not ratio <= self.worst["ratio"]:
+            self.worst = {"ratio": float(ratio), "config": dict(case.config), "dims": dict(dims),
+                          "initial_state": case.initial_state is not None,
+                          "mask": case.mask is not None, "detail": detail}
 
     def stats(self) -> dict:
         if not self.ratios:
@@ -72,7 +83,7 @@ class Series:
         pct = {q: float(np.percentile(r, q, method="higher")) for q in (50, 99, 99.9)}
         return {"n": int(r.size), "max": float(r.max()), "p99.9": pct[99.9], "p99": pct[99],
                 "median": pct[50], "over_1": int((r > 1).sum()), "known": self.known,
-                "known_failed": self.known_failed}
+                "known_failed": self.known_failed, "worst": self.worst}
 
 
 @dataclass
@@ -155,7 +166,7 @@ def soak(name: str, adapter: Adapter, spec, n: int, seed: int, seconds: float,
                                     "a documented divergence's condition holds but its "
                                     "'match' pattern does not fit this failure"))
                 continue
-            s.ratios.append(verdict.worst)
+            s.add(verdict.worst, case, drawn.dims, verdict.describe())
             if not verdict.passed:
                 alarms.append(Alarm(name, quantity, case, drawn.dims, verdict.describe()))
         if len(kept) < keep and case.dtype == "float32" and outcome.status == OK:
@@ -289,6 +300,15 @@ def main(argv=None) -> int:
                   r["median_ratio"], r["min_ratio"]] for m, r in results["mutants"].items()],
                 ["mutant", "cases", "live", "caught", "caught/live", "median ratio",
                  "min ratio"]))
+    near = [(name, key, st["worst"]) for name, stats in results["implementations"].items()
+            for key, st in stats.items()
+            if st.get("worst") and NEAR < st["worst"]["ratio"] <= 1]
+    if near:
+        print(f"\nNear misses (largest ratio of a series above {NEAR}, within budget):")
+        for name, key, w in near:
+            print(f"{name} {key}: ratio {w['ratio']:.3g}\n  config: {w['config']}\n  dims: "
+                  f"{w['dims']}, initial_state {w['initial_state']}, mask {w['mask']}\n  "
+                  + w["detail"].replace("\n", "\n  "))
     if args.failures:
         args.failures.mkdir(parents=True, exist_ok=True)
         for k, a in enumerate(alarms):

@@ -31,7 +31,13 @@ before handing them out, so input rounding contributes nothing):
    first-order: ``dc' = |f| dc + |c| df + |i| dg + |g| di`` plus the rounding of
    the products and the sum; likewise for ``h'``.  Masked steps carry the
    previous error unchanged.
-4. **Safety factor** ``SAFETY = 2`` covers the second-order terms dropped in 1-3.
+4. **Underflow.**  Relative bounds assume results stay in the normal range.  A
+   product that lands among the subnormals is off by up to half their spacing,
+   an absolute ``eta`` (Higham §2.1: ``fl(x*y) = x*y*(1 + d) + e``, ``|e| <=
+   eta``); sums of subnormals are exact.  ``eta`` matters for float16 only
+   (2^-25, where its gradients near zero round to multiples of 2^-24), so each
+   rounding count above adds that many ``eta``.
+5. **Safety factor** ``SAFETY = 2`` covers the second-order terms dropped in 1-4.
 
 The budget of an element is ``SAFETY * d`` for the implementation's format plus
 the oracle's own bound at float64, and a comparison reports
@@ -57,6 +63,15 @@ UNIT_ROUNDOFF = {
     # Keras mixed-precision policies compute in the half format.
     "mixed_float16": 2.0 ** -11,
     "mixed_bfloat16": 2.0 ** -8,
+}
+# Half the spacing of the subnormal numbers: a product's absolute error when it
+# underflows (model item 4).  Keyed by unit roundoff, which is how the bounds
+# below know the format.
+UNDERFLOW = {
+    2.0 ** -53: 2.0 ** -1075,    # float64
+    2.0 ** -24: 2.0 ** -150,     # float32
+    2.0 ** -11: 2.0 ** -25,      # float16
+    2.0 ** -8: 2.0 ** -134,      # bfloat16 (float32's exponent range)
 }
 ACT_ULPS = 8.0       # library activations: a few ulps of max(|y|, 1)
 LAMBDA = 8.0         # probabilistic bound multiplier (Higham & Mary 2019)
@@ -103,6 +118,7 @@ def error_bounds(case: Case, result: "oracle.Result", u: float,
     rmask = (case.recurrent_dropout_mask
              if case.training and case.recurrent_dropout_mask is not None else None)
     g = gamma(result.trace.accumulation + 2, u)
+    eta = UNDERFLOW[u]
 
     steps = result.trace.steps
     shape = steps[0].h.shape
@@ -115,7 +131,7 @@ def error_bounds(case: Case, result: "oracle.Result", u: float,
     dout = np.zeros(shape)
     outs = []
     for st in steps:
-        dz = g * st.mag
+        dz = g * st.mag + (result.trace.accumulation + 2) * eta
         if dh.any():
             for gi in range(4):
                 sl = slice(gi * F, (gi + 1) * F)
@@ -130,10 +146,10 @@ def error_bounds(case: Case, result: "oracle.Result", u: float,
         di, df, dg, do = (d[..., k * F:(k + 1) * F] for k in range(4))
         fc, ig = np.abs(f * st.c_prev), np.abs(i * gc)
         dc_new = (np.abs(f) * dc + np.abs(st.c_prev) * df + np.abs(i) * dg + np.abs(gc) * di
-                  + 2 * u * (fc + ig) + u * np.abs(st.c))
+                  + 2 * u * (fc + ig) + u * np.abs(st.c) + 2 * eta)
         a = act(st.c)
         da = _slope(act, st.c, dc_new) * dc_new + _act_err(a, u)
-        dh_new = np.abs(o) * da + np.abs(a) * do + 2 * u * np.abs(st.h)
+        dh_new = np.abs(o) * da + np.abs(a) * do + 2 * u * np.abs(st.h) + eta
         if per_step is not None:
             # Slopes are evaluated from rounded values too (1 - y^2 for tanh,
             # y (1 - y) for sigmoid): a few ulps of max(|y|, 1) each.
@@ -312,7 +328,8 @@ def gradient_budgets(case: Case, result: "oracle.Result") -> dict[str, np.ndarra
     error_bounds(case, result, u, per_step=slack)
     wide = oracle.backward(case, result, absolute=True, slack=slack)
     g = gamma(n, u) + gamma(n, UNIT_ROUNDOFF["float64"])
-    return {k: SAFETY * g * wide[k] + (wide[k] - mag[k]) + ORACLE_SLOPE_REL * wide[k]
+    eta = n * (UNDERFLOW[u] + UNDERFLOW[UNIT_ROUNDOFF["float64"]])
+    return {k: SAFETY * (g * wide[k] + eta) + (wide[k] - mag[k]) + ORACLE_SLOPE_REL * wide[k]
             for k in mag}
 
 

@@ -198,3 +198,23 @@ def test_slope_ambiguity_at_kinks():
     assert slope[0] == 0.5 and half[0] == 0.5 and half[1] == 0.0
     slope, half = tolerance.oracle.derivative("hard_sigmoid", np.array([3.0]))
     assert slope[0] == pytest.approx(1 / 12) and half[0] == pytest.approx(1 / 12)
+
+
+def test_float16_gradients_rounded_into_the_subnormals_pass():
+    """Below float16's smallest normal (2^-14) values round to multiples of
+    2^-24 whatever their magnitude: a relative budget alone calls that rounding
+    an error (model item 4).  The oracle's gradients, rounded to float16, must
+    pass; a small cotangent puts many of them among the subnormals."""
+    rng = np.random.default_rng(5)
+    subnormal = 0
+    for k in range(6):
+        drawn = draw_config(Chooser(rng=rng), SPEC, caps=CAPS)
+        case = make_case(SPEC, drawn, k, dtype="float16", cotangent=True, scale=1.0)
+        case.cotangent = (case.cotangent * 2.0 ** -18).astype(np.float16).astype(np.float64)
+        want = tolerance.oracle.backward(case, tolerance.oracle.forward(case))
+        rounded = {n: g.astype(np.float16).astype(np.float64) for n, g in want.items()}
+        subnormal += sum(int(((r != 0) & (np.abs(r) < 2.0 ** -14)).sum()) for r in rounded.values())
+        verdict = tolerance.judge_gradients(case, _with_grads(case, rounded))
+        assert verdict.passed, (f"false alarm on float16 rounding, config {drawn.config}:\n"
+                                f"{verdict.describe()}")
+    assert subnormal > 100, f"only {subnormal} subnormal gradients: the test shows nothing"
