@@ -129,7 +129,8 @@ def _setup(path: str, size: dict, mode: str):
         spec = rt.parse_config(config)
         geo = rt.geometry(spec, arrays["x"].shape)
         ref = rj.JaxReference("cpu")
-        fn = ref.program(rj.CallKey(spec, geo, "float32", False, False, False, False, grads))
+        fn = ref.program(rj.CallKey(spec, geo, "float32", False, False, False, False, grads),
+                         optimized=True)
         a = [jnp.asarray(arrays[n]) for n in ("x", "kernel", "recurrent_kernel", "bias")]
         if not grads:
             return lambda: fn(*a, None, None, None, None, None)[0].block_until_ready()

@@ -53,9 +53,11 @@ TARGETS = {"ref": 20.0, "all": 5.0}
 LIMITS = {"batch": 4, "timesteps": 6, "rows": 16, "cols": 16}
 DTYPES = ("float32", "float64")
 WARM_CASES = 2
-# A new configuration slower than this alone takes the whole per-case budget
-# of the 5 cases/s target, which all adapters share.
-SLOW_S = 0.2
+# An adapter "compiles every new configuration" when a new one costs more
+# than this and three times a repeat of the same case: the rate without those
+# adapters shows what the rest of the harness achieves.  (The whole per-case
+# budget of the 5 cases/s target, shared by all adapters, is 0.2 s.)
+COMPILE_S = 0.1
 
 
 # --------------------------------------------------------------------------
@@ -287,7 +289,7 @@ def mode_all(args) -> dict:
         out = measure(names, adapters, args.seconds, args.repeats, args.seed)
         out.update(mode="all", target=TARGETS["all"], startup_s=startup, new_config=costs)
         compiling = [n for n, c in costs.items()
-                     if compiles(c) and out["adapter_ms_per_case"].get(n, 0) > 1e3 * SLOW_S]
+                     if compiles(c)]
         out["compiling"] = compiling
         if compiling and out["cases_per_s"] < TARGETS["all"]:
             rest = [n for n in names if n not in compiling]
@@ -305,9 +307,9 @@ def mode_all(args) -> dict:
 
 
 def compiles(cost: dict) -> bool:
-    """A new configuration alone takes the per-case budget, and mostly compiles."""
+    """A new configuration costs visibly more than the same case again."""
     first, again = cost["new_config_s"], cost["same_case_again_s"]
-    return first is not None and first > SLOW_S and again < first / 3
+    return first is not None and first > COMPILE_S and again < first / 3
 
 
 # --------------------------------------------------------------------------

@@ -613,3 +613,24 @@ def test_jax_last_output_is_bit_identical_to_h(jax_ref, config):
         assert np.array_equal(seq[:, -1], h), (
             f"ref-jax output[:, -1] differs from h by {np.abs(seq[:, -1] - h).max():.3g} "
             f"for {config}, seed {seed}")
+
+
+def test_jax_tiered_compilation(jax_ref, monkeypatch):
+    """The first calls of a small configuration run the quickly compiled program,
+    later ones the optimized one; every call conforms either way.  Big problems
+    and callers asking for ``optimized`` get the optimized one at once."""
+    from adapters import reference_jax as rj
+    monkeypatch.setattr(rj, "OPTIMIZE_AFTER", 2)
+    case = make_case(dict(BASE, padding="same", return_state=True), dtype="float32", seed=9)
+    for call in range(1, rj.OPTIMIZE_AFTER + 3):
+        assert_conforms(case, jax_ref.run(case), f"ref-jax-cpu call {call}")
+        program = next(reversed(jax_ref._cache.values()))
+        if call <= rj.OPTIMIZE_AFTER:
+            assert program.quick is not None and program.full is None, f"call {call}"
+        else:
+            assert program.full is not None and program.quick is None, f"call {call}"
+    monkeypatch.setattr(rj, "JAX_SMALL_ROWS", 0)
+    big = make_case(dict(BASE, padding="same"), dtype="float32", seed=10, B=1)
+    assert_conforms(big, jax_ref.run(big), "ref-jax-cpu, untiered")
+    program = next(reversed(jax_ref._cache.values()))
+    assert program.full is not None and program.quick is None
