@@ -270,3 +270,16 @@ def test_gate_kernel_not_used_with_a_mask(torch_ref, monkeypatch):
     import torch
     parts = min(torch.get_num_threads(), 2)        # batch slices, one per core
     assert len(calls) == 3 * parts, f"one gate call per step and slice, got {len(calls)}"
+
+
+def test_stale_builds_are_removed(monkeypatch, tmp_path):
+    from adapters import native
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setenv("CONVLSTM_NATIVE", "1")
+    monkeypatch.setenv("CONVLSTM_NATIVE_DIR", str(tmp_path))
+    stale = tmp_path / "convlstm_small-0000000000000000.so"
+    stale.write_bytes(b"an earlier build")
+    if native.library() is None:
+        pytest.skip(native.status())
+    left = sorted(p.name for p in tmp_path.glob("*.so"))
+    assert len(left) == 1 and left[0] != stale.name, left

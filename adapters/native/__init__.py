@@ -50,14 +50,19 @@ _state: dict = {}
 
 
 def _cpu_id() -> str:
+    """The CPU model and its feature flags: a library built with -march=native
+    on one machine may use instructions another lacks (same model name in a
+    VM with other flags included), so both go into the library's name."""
+    found: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith(("model name", "flags")):
-                    return line
+                key = line.split(":", 1)[0].strip()
+                if key in ("model name", "flags", "Features", "CPU part") and key not in found:
+                    found[key] = line.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return "\n".join(found.values()) or platform.processor() or platform.machine()
 
 
 def _compiler() -> str | None:
@@ -80,6 +85,7 @@ def _build(cc: str) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"convlstm_small-{tag}.so"
     if target.exists():
+        _prune(target)
         return target
     fd, tmp = tempfile.mkstemp(prefix=target.stem, suffix=".so.tmp", dir=out_dir)
     os.close(fd)
@@ -92,7 +98,19 @@ def _build(cc: str) -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    _prune(target)
     return target
+
+
+def _prune(target: Path) -> None:
+    """Remove builds of earlier sources or other machines' flags beside
+    ``target``; a process still using one keeps its mapping after the unlink."""
+    for old in target.parent.glob("convlstm_small-*.so"):
+        if old != target:
+            try:
+                old.unlink()
+            except OSError:
+                pass
 
 
 def _load():
