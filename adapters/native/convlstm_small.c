@@ -243,7 +243,8 @@ int NAME(const int64_t *g, const T *x, const T *K, const T *U, const T *bias,   
     const step_fn step = steps[F <= 16 ? F : 0];                                         \
     /* h is double-buffered: every position's recurrent convolution reads its           \
      * neighbours' previous h. */                                                        \
-    T *work = malloc(sizeof(T) * (size_t)(5 * n));                                       \
+    /* (+1: malloc(0) may return NULL, which would read as a failure) */                 \
+    T *work = malloc(sizeof(T) * (size_t)(5 * n + 1));                                   \
     if (!work) return 1;                                                                 \
     T *restrict h_prev = work, *restrict z = work + n;                                   \
     T *restrict zi = z, *restrict zf = z + n, *restrict zc = z + 2 * n;                  \
@@ -304,7 +305,7 @@ int NAME(const int64_t *g, const T *z, T *c, T *h, T *out)                      
     const int64_t B = g[GG_B], Ho = g[GG_HO], Wo = g[GG_WO], F = g[GG_F];                \
     const int act = (int)g[GG_ACT], ract = (int)g[GG_RACT];                              \
     const int common = act == ACT_TANH && ract == ACT_SIGMOID;                           \
-    T *tmp = common ? NULL : malloc(sizeof(T) * (size_t)(5 * F));                        \
+    T *tmp = common ? NULL : malloc(sizeof(T) * (size_t)(5 * F + 1));                     \
     if (!common && !tmp) return 1;                                                       \
     for (int64_t b = 0; b < B; b++)                                                      \
         for (int64_t y = 0; y < Ho; y++)                                                 \
