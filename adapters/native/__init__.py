@@ -1,7 +1,9 @@
-"""The reference's C kernel for small problems: built on first use, loaded with ctypes.
+"""The torch reference's C kernels: built on first use, loaded with ctypes.
 
-``convlstm_small.c`` computes a whole small ConvLSTM2D inference in one call
-(see its header for why).  It is compiled here with the machine's C compiler
+``convlstm_small.c`` holds two (see its comments for why): the whole
+inference of a small problem in one call (``convlstm_small_*``), and one
+step's gate arithmetic for problems whose convolutions the library computes
+(``lstm_gates_*``).  It is compiled here with the machine's C compiler
 the first time it is needed, into ``build/native/`` of the checkout (or
 ``$CONVLSTM_NATIVE_DIR``), under a name carrying the hash of the source, the
 flags and the CPU, so an edit or a different machine builds afresh.  Builds are
@@ -10,7 +12,7 @@ half-written library.
 
 Nothing here is required: without a compiler, or with ``CONVLSTM_NATIVE=0``,
 :func:`library` returns None, :func:`status` says why, and the reference
-computes small problems with PyTorch operators instead.
+computes with PyTorch operators instead.
 """
 from __future__ import annotations
 

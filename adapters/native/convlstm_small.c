@@ -1,5 +1,7 @@
 /*
- * The whole ConvLSTM2D inference of a small problem in one call.
+ * The whole ConvLSTM2D inference of a small problem in one call
+ * (convlstm_small_*), and below it the gate arithmetic of one step for big
+ * problems (lstm_gates_*), for the PyTorch reference (adapters/reference_torch.py).
  *
  * At fuzzer sizes (a few hundred output positions, a handful of channels)
  * the arithmetic of a call takes tens of microseconds, and a library
