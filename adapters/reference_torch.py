@@ -38,8 +38,9 @@ Same contract as the float64 oracle (Keras 3 semantics, see
 
 Training and gradients run an out-of-place path under autograd, with two
 hand-written backward passes: the fused gate arithmetic (one contiguous
-gradient for the four gates) and the per-step convolution (oneDNN for the
-input gradient, one GEMM for the weight gradient).
+gradient for the four gates; one C call each way where ``adapters/native``
+is available) and the per-step convolution (oneDNN for the input gradient,
+one GEMM for the weight gradient).
 
 The module also holds the framework-free configuration handling (argument
 validation, output geometry, case checks) that the JAX reference shares, so
@@ -559,6 +560,8 @@ class _Plan:
     native: Any = None
     # The C gate arithmetic for the convolution-library path (_native_gates), or None.
     native_gates: Any = None
+    # The C training cell (forward, backward) for tanh/sigmoid layers, or None.
+    native_cell: Any = None
 
 
 def make_plan(spec: LayerSpec, geo: Geometry, dtype, device) -> _Plan:
@@ -577,6 +580,7 @@ def make_plan(spec: LayerSpec, geo: Geometry, dtype, device) -> _Plan:
                  ract=torch_activation(spec.recurrent_activation))
     plan.native = _native_call(plan)
     plan.native_gates = _native_gates(plan)
+    plan.native_cell = _native_cell(plan)
     return plan
 
 
@@ -845,6 +849,18 @@ def _native_gates(plan: _Plan):
     return lib.lstm_gates_f32 if plan.dtype == torch.float32 else lib.lstm_gates_f64
 
 
+def _native_cell(plan: _Plan):
+    """(forward, backward) of the C training cell for the fused tanh/sigmoid
+    cell of _train, or None."""
+    import torch
+    spec = plan.spec
+    lib = _native_library(plan)
+    if lib is None or not (spec.activation == "tanh" and spec.recurrent_activation == "sigmoid"):
+        return None
+    suffix = "f32" if plan.dtype == torch.float32 else "f64"
+    return getattr(lib, "lstm_cell_fwd_" + suffix), getattr(lib, "lstm_cell_bwd_" + suffix)
+
+
 def _gates_in_c(plan: _Plan, z, c, h, out) -> None:
     """z (B, H', W', 4F) pre-activations in the internal gate order, unscaled
     -> c updated in place, h (a view into the state buffer) and out (the
@@ -1065,8 +1081,17 @@ def _make_cell_class():
         """
 
         @staticmethod
-        def forward(ctx, z, c, fast_tanh):
+        def forward(ctx, z, c, fast_tanh, cell=None):
             F = c.shape[-1]
+            ctx.cell = cell
+            if cell is not None:
+                # The C cell (adapters/native): one pass each way; c unscaled.
+                z, c = z.contiguous(), c.contiguous()
+                a, c_new, h = torch.empty_like(z), torch.empty_like(c), torch.empty_like(c)
+                cell[0](c.numel() // F, F, z.data_ptr(), c.data_ptr(), a.data_ptr(),
+                        c_new.data_ptr(), h.data_ptr())
+                ctx.save_for_backward(a, c, c_new)
+                return h, c_new
             if fast_tanh:
                 a = torch.sigmoid(z)
             else:
@@ -1095,6 +1120,18 @@ def _make_cell_class():
             # is memory-bound, and fresh large tensors cost page faults.
             a, c, c_new = ctx.saved_tensors
             F = c.shape[-1]
+            if ctx.cell is not None:
+                dz, dc = torch.empty_like(a), torch.empty_like(c)
+
+                def ptr(t):
+                    return None if t is None else t.contiguous().data_ptr()
+
+                # (the contiguous copies live until the call returns)
+                dh_c = None if dh is None else dh.contiguous()
+                dcn_c = None if dc_new is None else dc_new.contiguous()
+                ctx.cell[1](c.numel() // F, F, a.data_ptr(), c.data_ptr(), c_new.data_ptr(),
+                            ptr(dh_c), ptr(dcn_c), dz.data_ptr(), dc.data_ptr())
+                return dz, dc, None, None
             i, f, o, s = a.split(F, dim=-1)
             if ctx.fast_tanh:     # the forward's own formula, for consistent gradients
                 tc = torch.mul(c_new, 2.0).sigmoid_().mul_(2.0).sub_(1.0)
@@ -1126,7 +1163,7 @@ def _make_cell_class():
                 dzc.addcmul_(dzc, s, value=-1.0).mul_(2.0)
             else:                                                 # d/dz tanh = 1 - g^2
                 dzc.addcmul_(dzc, s * s, value=-1.0)
-            return dz, dc.mul_(f), None
+            return dz, dc.mul_(f), None, None
 
     return LSTMCell
 
@@ -1335,7 +1372,10 @@ def _train(plan: _Plan, x, K, U, bias, h0, c0, mask, dmask, rmask):
     B, T, Ho, Wo = g.B, g.T, g.Ho, g.Wo
     dt, dev = plan.dtype, plan.device
 
-    scale = plan.fast_tanh
+    # The fused cell runs in C where available; it takes the c-gate weights
+    # as they are (no fast-tanh doubling).
+    cell = plan.native_cell
+    scale = plan.fast_tanh and cell is None
     Ki = _reorder_gates(K, F, scale)
     Ui = _reorder_gates(U, F, scale)
     bi = _reorder_gates(bias, F, scale) if bias is not None else None
@@ -1406,7 +1446,7 @@ def _train(plan: _Plan, x, K, U, bias, h0, c0, mask, dmask, rmask):
         # (h = 0 at the first step without an initial state: no recurrent term)
         z = pre(xs, h, zero_h and not outs)
         if fused:
-            h_new, c_new = _LSTMCell.apply(z, c, plan.fast_tanh)
+            h_new, c_new = _LSTMCell.apply(z, c, scale, cell)
         else:
             zr, zc = z.split([F3, F], dim=-1)
             i, f, o = plan.ract(zr).split(F, dim=-1)

@@ -283,3 +283,35 @@ def test_stale_builds_are_removed(monkeypatch, tmp_path):
         pytest.skip(native.status())
     left = sorted(p.name for p in tmp_path.glob("*.so"))
     assert len(left) == 1 and left[0] != stale.name, left
+
+
+# --------------------------------------------------------------------------
+# The training cell
+
+
+@pytest.mark.parametrize("config", [dict(BASE, padding="same", return_sequences=True),
+                                    dict(BASE, strides=2, go_backwards=True),
+                                    dict(BASE, activation="relu")], ids=_cid)
+def test_training_cell_matches_the_operator_cell(lib, config):
+    """Outputs and every gradient of the C cell's forward_backward agree with
+    the operator cell's (float64: to roundoff), on the small and the
+    convolution paths; activations other than tanh/sigmoid keep the operators."""
+    import dataclasses
+    import torch
+    from adapters import reference_torch as rt
+    case = make_case(dict(config, return_state=True), dtype="float64", initial_state=True,
+                     seed=17)
+    plan, (x, K, U, b, h0, c0) = _tensors(case)
+    fused = config.get("activation", "tanh") == "tanh"
+    assert (plan.native_cell is not None) is fused
+    for small in (True, False):
+        p = dataclasses.replace(plan, small=small)
+        out = rt.forward_infer(p, x, K, U, b, h0, c0, None)[0]
+        cot = torch.as_tensor(np.random.default_rng(3).standard_normal(out.shape))
+        got = rt.forward_backward(p, x, K, U, b, h0, c0, None, cot)
+        want = rt.forward_backward(dataclasses.replace(p, native_cell=None), x, K, U, b, h0,
+                                   c0, None, cot)
+        for name, g, w in zip(("output", "h", "c", "dx", "dK", "dU", "db", "dh0", "dc0"),
+                              (*got[0], *got[1]), (*want[0], *want[1])):
+            np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-10, atol=1e-12,
+                                       err_msg=f"{name}, small={small}")

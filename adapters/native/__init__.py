@@ -1,9 +1,10 @@
 """The torch reference's C kernels: built on first use, loaded with ctypes.
 
-``convlstm_small.c`` holds two (see its comments for why): the whole
-inference of a small problem in one call (``convlstm_small_*``), and one
-step's gate arithmetic for problems whose convolutions the library computes
-(``lstm_gates_*``).  It is compiled here with the machine's C compiler
+``convlstm_small.c`` holds three (see its comments for why): the whole
+inference of a small problem in one call (``convlstm_small_*``), one step's
+gate arithmetic for problems whose convolutions the library computes
+(``lstm_gates_*``), and the training path's cell, forward and backward
+(``lstm_cell_fwd_*``, ``lstm_cell_bwd_*``).  It is compiled here with the machine's C compiler
 the first time it is needed, into ``build/native/`` of the checkout (or
 ``$CONVLSTM_NATIVE_DIR``), under a name carrying the hash of the source, the
 flags and the CPU, so an edit or a different machine builds afresh.  Builds are
@@ -134,6 +135,11 @@ def _load():
         fn = getattr(lib, name)
         fn.argtypes = [i64p] + [p] * 4
         fn.restype = ctypes.c_int
+    for suffix in ("f32", "f64"):
+        fwd, bwd = getattr(lib, "lstm_cell_fwd_" + suffix), getattr(lib, "lstm_cell_bwd_" + suffix)
+        fwd.argtypes = [ctypes.c_int64, ctypes.c_int64] + [p] * 5
+        bwd.argtypes = [ctypes.c_int64, ctypes.c_int64] + [p] * 7
+        fwd.restype = bwd.restype = None
     for name in ("activation_f32", "activation_f64"):
         fn = getattr(lib, name)
         fn.argtypes = [p, ctypes.c_int64, ctypes.c_int]

@@ -343,6 +343,55 @@ int NAME(const int64_t *g, const T *z, T *c, T *h, T *out)                      
 DEFINE_GATES(lstm_gates_f32, float, sigmoid_f32, tanh_f32, act_f32)
 DEFINE_GATES(lstm_gates_f64, double, sigmoid_f64, tanh_f64, act_f64)
 
+/* The training path's cell, tanh/sigmoid only, over n positions with
+ * contiguous channels: forward from z (n, 4F; order i, f, o, c; unscaled) and
+ * the previous c to the activated gates a (n, 4F), c' and h; backward from a,
+ * the previous c, c' and the cotangents dh, dc' (either may be NULL) to dz and
+ * the previous c's gradient.  The backward differentiates the forward's own
+ * formulas: tanh(c') is recomputed with the same function, the slopes are
+ * s (1 - s) and 1 - t^2 of the values the forward produced. */
+#define DEFINE_CELL(FWD, BWD, T, SIGMOID, TANH)                                          \
+void FWD(int64_t n, int64_t F, const T *restrict z, const T *restrict c,                  \
+         T *restrict a, T *restrict c_new, T *restrict h)                                \
+{                                                                                        \
+    for (int64_t p = 0; p < n; p++) {                                                    \
+        const T *zp = z + p * 4 * F;                                                     \
+        T *ap = a + p * 4 * F;                                                           \
+        const T *cp = c + p * F;                                                         \
+        T *cn = c_new + p * F, *hp = h + p * F;                                          \
+        for (int64_t k = 0; k < 3 * F; k++) ap[k] = SIGMOID(zp[k]);                      \
+        for (int64_t k = 3 * F; k < 4 * F; k++) ap[k] = TANH(zp[k]);                     \
+        for (int64_t f = 0; f < F; f++) {                                                \
+            cn[f] = ap[F + f] * cp[f] + ap[f] * ap[3 * F + f];                           \
+            hp[f] = ap[2 * F + f] * TANH(cn[f]);                                         \
+        }                                                                                \
+    }                                                                                    \
+}                                                                                        \
+void BWD(int64_t n, int64_t F, const T *restrict a, const T *restrict c,                  \
+         const T *restrict c_new, const T *restrict dh, const T *restrict dc_new,        \
+         T *restrict dz, T *restrict dc_prev)                                            \
+{                                                                                        \
+    for (int64_t p = 0; p < n; p++) {                                                    \
+        const T *ap = a + p * 4 * F;                                                     \
+        T *dzp = dz + p * 4 * F;                                                         \
+        for (int64_t f = 0; f < F; f++) {                                                \
+            const int64_t e = p * F + f;                                                 \
+            const T i = ap[f], fg = ap[F + f], o = ap[2 * F + f], g = ap[3 * F + f];     \
+            const T tc = TANH(c_new[e]);                                                 \
+            const T dhe = dh ? dh[e] : (T)0;                                             \
+            const T dc = (dc_new ? dc_new[e] : (T)0) + dhe * o * ((T)1 - tc * tc);       \
+            dzp[f] = dc * g * i * ((T)1 - i);                                            \
+            dzp[F + f] = dc * c[e] * fg * ((T)1 - fg);                                   \
+            dzp[2 * F + f] = dhe * tc * o * ((T)1 - o);                                  \
+            dzp[3 * F + f] = dc * i * ((T)1 - g * g);                                    \
+            dc_prev[e] = dc * fg;                                                        \
+        }                                                                                \
+    }                                                                                    \
+}
+
+DEFINE_CELL(lstm_cell_fwd_f32, lstm_cell_bwd_f32, float, sigmoid_f32, tanh_f32)
+DEFINE_CELL(lstm_cell_fwd_f64, lstm_cell_bwd_f64, double, sigmoid_f64, tanh_f64)
+
 /* The activations alone, for testing their accuracy against float64. */
 void activation_f32(float *v, int64_t n, int code) { act_f32(v, n, code); }
 void activation_f64(double *v, int64_t n, int code) { act_f64(v, n, code); }
