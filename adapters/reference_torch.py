@@ -578,9 +578,11 @@ def make_plan(spec: LayerSpec, geo: Geometry, dtype, device) -> _Plan:
     plan = _Plan(spec, geo, dtype, device, small=rows <= SMALL_ROWS, fast_tanh=fast_tanh,
                  act=torch_activation(spec.activation),
                  ract=torch_activation(spec.recurrent_activation))
-    plan.native = _native_call(plan)
-    plan.native_gates = _native_gates(plan)
-    plan.native_cell = _native_cell(plan)
+    lib = _native_library(plan)          # checked once, for all three kernels
+    if lib is not None:
+        plan.native = _native_call(plan, lib)
+        plan.native_gates = _native_gates(plan, lib)
+        plan.native_cell = _native_cell(plan, lib)
     return plan
 
 
@@ -818,16 +820,15 @@ def _native_library(plan: _Plan):
     return native.library()
 
 
-def _native_call(plan: _Plan):
+def _native_call(plan: _Plan, lib):
     """(kernel, geometry prefix, state shape, sequence shape, numpy dtype) for the
-    whole-call C kernel, or None where it does not apply: besides
-    _native_library's conditions, small problems up to NATIVE_MAX_FILTERS."""
+    whole-call C kernel of ``lib`` (see _native_library), or None where it does
+    not apply: it takes small problems up to NATIVE_MAX_FILTERS."""
     import torch
     spec, g = plan.spec, plan.geo
     f32 = plan.dtype == torch.float32
     F = spec.filters
-    lib = _native_library(plan)
-    if (lib is None or not plan.small or g.T < 1
+    if (not plan.small or g.T < 1
             or F > NATIVE_MAX_FILTERS["float32" if f32 else "float64"]):
         return None
     (sh, sw), (dh, dw), (kh, kw) = spec.strides, spec.dilation, spec.kernel
@@ -840,22 +841,18 @@ def _native_call(plan: _Plan):
             np.float32 if f32 else np.float64)
 
 
-def _native_gates(plan: _Plan):
-    """The C gate arithmetic (lstm_gates_*) for _infer without a mask, or None."""
+def _native_gates(plan: _Plan, lib):
+    """The C gate arithmetic (lstm_gates_*) of ``lib`` for _infer without a mask."""
     import torch
-    lib = _native_library(plan)
-    if lib is None:
-        return None
     return lib.lstm_gates_f32 if plan.dtype == torch.float32 else lib.lstm_gates_f64
 
 
-def _native_cell(plan: _Plan):
-    """(forward, backward) of the C training cell for the fused tanh/sigmoid
-    cell of _train, or None."""
+def _native_cell(plan: _Plan, lib):
+    """(forward, backward) of ``lib``'s C training cell for the fused
+    tanh/sigmoid cell of _train, or None for other activations."""
     import torch
     spec = plan.spec
-    lib = _native_library(plan)
-    if lib is None or not (spec.activation == "tanh" and spec.recurrent_activation == "sigmoid"):
+    if not (spec.activation == "tanh" and spec.recurrent_activation == "sigmoid"):
         return None
     suffix = "f32" if plan.dtype == torch.float32 else "f64"
     return getattr(lib, "lstm_cell_fwd_" + suffix), getattr(lib, "lstm_cell_bwd_" + suffix)
@@ -1123,14 +1120,13 @@ def _make_cell_class():
             if ctx.cell is not None:
                 dz, dc = torch.empty_like(a), torch.empty_like(c)
 
-                def ptr(t):
-                    return None if t is None else t.contiguous().data_ptr()
-
-                # (the contiguous copies live until the call returns)
-                dh_c = None if dh is None else dh.contiguous()
-                dcn_c = None if dc_new is None else dc_new.contiguous()
+                # Contiguous copies, held in names until the call returns.
+                dh = None if dh is None else dh.contiguous()
+                dc_new = None if dc_new is None else dc_new.contiguous()
                 ctx.cell[1](c.numel() // F, F, a.data_ptr(), c.data_ptr(), c_new.data_ptr(),
-                            ptr(dh_c), ptr(dcn_c), dz.data_ptr(), dc.data_ptr())
+                            None if dh is None else dh.data_ptr(),
+                            None if dc_new is None else dc_new.data_ptr(),
+                            dz.data_ptr(), dc.data_ptr())
                 return dz, dc, None, None
             i, f, o, s = a.split(F, dim=-1)
             if ctx.fast_tanh:     # the forward's own formula, for consistent gradients

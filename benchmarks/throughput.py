@@ -288,8 +288,7 @@ def mode_all(args) -> dict:
                  for n, a in adapters.items()}
         out = measure(names, adapters, args.seconds, args.repeats, args.seed)
         out.update(mode="all", target=TARGETS["all"], startup_s=startup, new_config=costs)
-        compiling = [n for n, c in costs.items()
-                     if compiles(c)]
+        compiling = [n for n, c in costs.items() if compiles(c)]
         out["compiling"] = compiling
         if compiling and out["cases_per_s"] < TARGETS["all"]:
             rest = [n for n in names if n not in compiling]

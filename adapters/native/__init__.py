@@ -47,6 +47,9 @@ ACTIVATIONS = {"linear": 0, "tanh": 1, "sigmoid": 2, "hard_sigmoid": 3, "relu": 
 GEOMETRY = ("B", "T", "H", "W", "C", "F", "Ho", "Wo", "kh", "kw", "sh", "sw", "dh", "dw",
             "pt", "pl", "rt", "rl", "backwards", "act", "ract",
             "xs_b", "xs_t", "xs_y", "xs_x", "xs_c", "ss_b", "ss_y", "ss_x", "ss_f")
+#: The first argument of lstm_gates_*, in the order of its GG_* enum.
+GATE_GEOMETRY = ("B", "Ho", "Wo", "F", "act", "ract", "zs_b", "zs_y", "zs_x", "cs_b", "cs_y",
+                 "cs_x", "hs_b", "hs_y", "hs_x", "os_b", "os_y", "os_x")
 
 _lock = threading.Lock()
 _state: dict = {}
@@ -126,24 +129,19 @@ def _load():
         lib = ctypes.CDLL(str(_build(cc)))
     except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
         return None, f"build or load failed: {exc}"
-    p, i64p = ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64)
-    for name in ("convlstm_small_f32", "convlstm_small_f64"):
-        fn = getattr(lib, name)
-        fn.argtypes = [i64p] + [p] * 9
-        fn.restype = ctypes.c_int
-    for name in ("lstm_gates_f32", "lstm_gates_f64"):
-        fn = getattr(lib, name)
-        fn.argtypes = [i64p] + [p] * 4
-        fn.restype = ctypes.c_int
-    for suffix in ("f32", "f64"):
-        fwd, bwd = getattr(lib, "lstm_cell_fwd_" + suffix), getattr(lib, "lstm_cell_bwd_" + suffix)
-        fwd.argtypes = [ctypes.c_int64, ctypes.c_int64] + [p] * 5
-        bwd.argtypes = [ctypes.c_int64, ctypes.c_int64] + [p] * 7
-        fwd.restype = bwd.restype = None
-    for name in ("activation_f32", "activation_f64"):
-        fn = getattr(lib, name)
-        fn.argtypes = [p, ctypes.c_int64, ctypes.c_int]
-        fn.restype = None
+    p, i64, i64p = ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_int64)
+    # Each kernel, in a float32 and a float64 copy: (argument types, result type).
+    signatures = {
+        "convlstm_small": ([i64p] + [p] * 9, ctypes.c_int),
+        "lstm_gates": ([i64p] + [p] * 4, ctypes.c_int),
+        "lstm_cell_fwd": ([i64, i64] + [p] * 5, None),
+        "lstm_cell_bwd": ([i64, i64] + [p] * 7, None),
+        "activation": ([p, i64, ctypes.c_int], None),
+    }
+    for name, (argtypes, restype) in signatures.items():
+        for suffix in ("_f32", "_f64"):
+            fn = getattr(lib, name + suffix)
+            fn.argtypes, fn.restype = argtypes, restype
     return lib, f"built with {Path(cc).name} {' '.join(CFLAGS[:2])}"
 
 
@@ -162,10 +160,6 @@ def status() -> str:
     library()
     return _state["status"]
 
-
-#: The first argument of lstm_gates_*, in the order of its GG_* enum.
-GATE_GEOMETRY = ("B", "Ho", "Wo", "F", "act", "ract", "zs_b", "zs_y", "zs_x", "cs_b", "cs_y",
-                 "cs_x", "hs_b", "hs_y", "hs_x", "os_b", "os_y", "os_x")
 
 _ARRAYS: dict = {}
 

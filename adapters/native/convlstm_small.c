@@ -322,7 +322,7 @@ int NAME(const int64_t *g, const T *z, T *c, T *h, T *out)                      
                         cp[f] = cn;                                                      \
                         hp[f] = SIGMOID(zi[2 * F + f]) * TANH(cn);                       \
                     }                                                                    \
-                } else if (tmp) {                                                        \
+                } else {                                                                 \
                     memcpy(tmp, zi, sizeof(T) * (size_t)(4 * F));                        \
                     ACT(tmp, 3 * F, ract);                                               \
                     ACT(tmp + 3 * F, F, act);                                            \
