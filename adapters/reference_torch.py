@@ -926,19 +926,37 @@ def forward_infer(plan: _Plan, x, K, U, bias, h0, c0, mask):
         if done is not None:
             return done
 
+    if plan.small:
+        def part(sub, lo, hi):
+            if mask is None:
+                return _infer_small(sub, x[lo:hi], K, U, bias, h0, c0)
+            return _infer(sub, x, K, U, bias, h0, c0, mask)
+        return _run_parts(plan, part)[0]
+
+    # Batch slices write their rows of the results in place, each on its own
+    # core: no concatenation afterwards (megabytes copied on one core while
+    # the other waits, and the results held twice).
+    spec, g = plan.spec, plan.geo
+    state = (g.B, g.Ho, g.Wo, spec.filters)
+    h_all = torch.empty(state, dtype=plan.dtype, device=plan.device)
+    c_all = torch.empty(state, dtype=plan.dtype, device=plan.device)
+    if spec.return_sequences:
+        out_all = torch.empty((g.B, g.T) + state[1:], dtype=plan.dtype, device=plan.device)
+    else:   # the last output is the last h, except where a mask holds it back
+        out_all = h_all if mask is None else torch.empty_like(h_all)
+
     def part(sub, lo, hi):
-        if sub.small and mask is None:
-            return _infer_small(sub, x[lo:hi], K, U, bias, _rows(h0, lo, hi), _rows(c0, lo, hi))
-        return _infer(sub, x[lo:hi], K, U, bias, _rows(h0, lo, hi), _rows(c0, lo, hi),
-                      _rows(mask, lo, hi))
+        _infer(sub, x[lo:hi], K, U, bias, _rows(h0, lo, hi), _rows(c0, lo, hi),
+               _rows(mask, lo, hi), dest=(out_all[lo:hi], h_all[lo:hi], c_all[lo:hi]))
 
-    res = _run_parts(plan, part)
-    if len(res) == 1:
-        return res[0]
-    return tuple(torch.cat([r[i] for r in res]) for i in range(3))
+    _run_parts(plan, part)
+    return out_all, h_all, c_all
 
 
-def _infer(plan: _Plan, x, K, U, bias, h0, c0, mask):
+def _infer(plan: _Plan, x, K, U, bias, h0, c0, mask, dest=None):
+    """forward_infer on one batch slice.  ``dest`` (output, h, c): tensors the
+    results are written into (the slice's rows of the whole batch's; output
+    may be h itself), or None to allocate them."""
     import torch
     import torch.nn.functional as tf
     spec, g = plan.spec, plan.geo
@@ -968,7 +986,11 @@ def _infer(plan: _Plan, x, K, U, bias, h0, c0, mask):
     rt, rb, rl, rr = g.pad_rec
     hp = torch.zeros((B, Ho + rt + rb, Wo + rl + rr, F + extra), dtype=dt, device=dev)
     h = hp[:, rt:rt + Ho, rl:rl + Wo, :F]
-    c = torch.zeros((B, Ho, Wo, F), dtype=dt, device=dev)
+    if dest is not None:
+        c = dest[2]
+        c.zero_()
+    else:
+        c = torch.zeros((B, Ho, Wo, F), dtype=dt, device=dev)
     if h0 is not None:
         h.copy_(_state_to_nhwc(h0, spec))
         c.copy_(_state_to_nhwc(c0, spec))
@@ -985,8 +1007,9 @@ def _infer(plan: _Plan, x, K, U, bias, h0, c0, mask):
     hp_nchw = hp.permute(0, 3, 1, 2)
     tmp = torch.empty((B, Ho, Wo, F), dtype=dt, device=dev)
 
-    seq = (torch.empty((B, T, Ho, Wo, F), dtype=dt, device=dev)
-           if spec.return_sequences else None)
+    seq = None
+    if spec.return_sequences:
+        seq = dest[0] if dest is not None else torch.empty((B, T, Ho, Wo, F), dtype=dt, device=dev)
     if mask is not None:
         active = mask.flip(1) if spec.go_backwards else mask
         active = active.to(dev).view(B, T, 1, 1, 1)
@@ -1061,7 +1084,12 @@ def _infer(plan: _Plan, x, K, U, bias, h0, c0, mask):
         out = seq
     else:
         out = prev_out if mask is not None else h
-    return out, h, c
+    if dest is None:
+        return out, h, c
+    dest[1].copy_(h)
+    if out is not seq and dest[0] is not dest[1]:
+        dest[0].copy_(out)
+    return dest
 
 
 def _make_cell_class():
@@ -1280,6 +1308,22 @@ def forward_backward(plan: _Plan, x, K, U, bias, h0, c0, mask, cotangent=None,
         # A private autograd identity per batch part: parts run concurrently.
         return None if t is None else t.detach().requires_grad_(want)
 
+    # With several batch slices, each writes its rows of the outputs and of
+    # the per-sample gradients in place (as forward_infer does); the weight
+    # gradients, to which every slice contributes, are summed afterwards.
+    dest = None
+    if _part_count(plan) > 1:
+        spec, g = plan.spec, plan.geo
+        state = (g.B, g.Ho, g.Wo, spec.filters)
+        seq = (g.B, g.T) + state[1:] if spec.return_sequences else state
+
+        def like(shape, present=True):
+            return torch.empty(shape, dtype=plan.dtype, device=plan.device) if present else None
+
+        per_sample = (x, None, None, None, h0, c0)
+        dest = ((like(seq), like(state), like(state)),
+                tuple(like(a.shape, want) if a is not None else None for a in per_sample))
+
     def part(sub, lo, hi):
         args = [leaf(x[lo:hi]), leaf(K), leaf(U), leaf(bias),
                 leaf(_rows(h0, lo, hi)), leaf(_rows(c0, lo, hi))]
@@ -1295,22 +1339,22 @@ def forward_backward(plan: _Plan, x, K, U, bias, h0, c0, mask, cotangent=None,
                 grads = tuple(None if a is None else next(got) for a in args)
             finally:
                 _workspaces().clear()
-        return (out.detach(), h.detach(), c.detach()), grads
+        outs = (out.detach(), h.detach(), c.detach())
+        if dest is None:
+            return outs, grads
+        for d, r in zip(dest[0] + dest[1], outs + grads):
+            if d is not None and r is not None:
+                d[lo:hi].copy_(r)
+        return grads
 
     res = _run_parts(plan, part)
-    if len(res) == 1:
+    if dest is None:
         return res[0]
-    outs = tuple(torch.cat([r[0][i] for r in res]) for i in range(3))
-    grads = []
-    for i in range(6):
-        gs = [r[1][i] for r in res]
-        if gs[0] is None:
-            grads.append(None)
-        elif i in (1, 2, 3):        # weights: every part contributes
-            grads.append(torch.stack(gs).sum(0))
-        else:                       # per-sample arrays: parts own their rows
-            grads.append(torch.cat(gs))
-    return outs, tuple(grads)
+    grads = list(dest[1])
+    for i in (1, 2, 3):             # weights: every slice contributes
+        if res[0][i] is not None:
+            grads[i] = torch.stack([r[i] for r in res]).sum(0)
+    return dest[0], tuple(grads)
 
 
 def _rows(t, lo, hi, axis=0):
@@ -1329,13 +1373,20 @@ _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
 
+def _part_count(plan: _Plan) -> int:
+    """How many batch slices _run_parts makes: one per core for big problems
+    on the CPU, else one."""
+    import torch
+    if plan.small or plan.device.type != "cpu":
+        return 1
+    return max(1, min(torch.get_num_threads(), plan.geo.B))
+
+
 def _run_parts(plan: _Plan, fn):
     """fn(sub_plan, lo, hi) over batch slices; returns the list of results."""
     import torch
     B = plan.geo.B
-    n = 1
-    if not plan.small and plan.device.type == "cpu":
-        n = min(torch.get_num_threads(), B)
+    n = _part_count(plan)
     if n <= 1:
         with _Threads(plan):
             return [fn(plan, 0, B)]

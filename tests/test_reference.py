@@ -188,6 +188,37 @@ def test_torch_big_path_and_chunking(torch_ref, monkeypatch):
         assert_conforms(case, torch_ref.run(case), "ref-torch-cpu (conv path)")
 
 
+def test_torch_batch_slices_write_in_place(torch_ref):
+    """Big problems on several cores run one batch slice per core, each
+    writing its rows of the outputs, states and per-sample gradients in
+    place; uneven slices, a mask holding back the last output, an initial
+    state and its gradients must come out as with one slice."""
+    import torch
+    import adapters.reference_torch as rt
+    config = dict(filters=2, kernel_size=3, padding="same", return_state=True,
+                  go_backwards=True)
+    mask = [[True, True, False], [True, False, True], [False, True, True]]
+    infer = make_case(config, B=3, T=3, H=34, W=33, C=2, dtype="float64", mask=mask,
+                      initial_state=True)
+    train = make_case(config, B=3, T=3, H=34, W=33, C=2, dtype="float64", mask=mask,
+                      initial_state=True)
+    train.cotangent = np.random.default_rng(8).standard_normal((3, 34, 33, 2))
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for case in (infer, train):
+            spec = rt.parse_config(case.config)
+            plan = rt.make_plan(spec, rt.geometry(spec, case.inputs.shape), torch.float64,
+                                torch.device("cpu"))
+            assert rt._part_count(plan) == 2, "the case should be split in two batch slices"
+            out = torch_ref.run(case)
+            assert_conforms(case, out, "ref-torch-cpu, two batch slices")
+        assert sorted(out.grads) == ["bias", "initial_c", "initial_h", "inputs", "kernel",
+                                     "recurrent_kernel"], sorted(out.grads)
+    finally:
+        torch.set_num_threads(old)
+
+
 def test_torch_structure(torch_ref):
     case = make_case(dict(BASE, padding="same", return_state=True), dtype="float64")
     out = torch_ref.run(case)
