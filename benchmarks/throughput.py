@@ -186,21 +186,60 @@ def run_for(adapters: dict[str, Adapter], source: CaseSource, seconds: float) ->
     return tally
 
 
+def cpu_seconds(adapter: Adapter) -> float | None:
+    """CPU time so far of the process that runs ``adapter``: its worker's
+    (user + system, from /proc), or this process's for in-process adapters.
+    None where it cannot be read."""
+    if isinstance(adapter, WorkerAdapter):
+        proc = adapter.process.proc
+        if proc is None or proc.poll() is not None:
+            return None
+        try:
+            # Fields after the parenthesised command name; utime and stime are
+            # fields 14 and 15 of proc(5), in clock ticks.
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return None
+    return time.process_time()
+
+
 def compile_cost(adapter: Adapter, source: CaseSource, n: int = 3) -> dict:
-    """Time of a new configuration against the same case run again."""
-    first, again = [], []
+    """Wall and CPU time of a new configuration against the same case run
+    again.  CPU time counts every thread: XLA compiles on several cores, so
+    running the compiling adapters side by side would not add up their wall
+    times' worth of speed."""
+    first, again, cpu_first = [], [], []
     for _ in range(n):
         case = source.next()
         if not adapter.capabilities().covers(case):
             continue
+        c = cpu_seconds(adapter)
         t = time.perf_counter()
         adapter.run(case)
         first.append(time.perf_counter() - t)
+        c2 = cpu_seconds(adapter)
+        if c is not None and c2 is not None:
+            cpu_first.append(c2 - c)
         t = time.perf_counter()
         adapter.run(case)
         again.append(time.perf_counter() - t)
     return {"new_config_s": statistics.median(first) if first else None,
+            "new_config_cpu_s": statistics.median(cpu_first) if cpu_first else None,
             "same_case_again_s": statistics.median(again) if again else None}
+
+
+def compile_bound(costs: dict, coverage: dict, cores: int) -> float | None:
+    """Cases per second that the compiling adapters' CPU time alone allows
+    when every case is a new configuration: ``cores`` CPU-seconds a second
+    over what one case costs them (each adapter's CPU per new configuration,
+    times the share of cases it runs)."""
+    per_case = 0.0
+    for name, c in costs.items():
+        if not compiles(c) or c.get("new_config_cpu_s") is None:
+            continue
+        per_case += c["new_config_cpu_s"] * coverage.get(name, 0.0)
+    return cores / per_case if per_case > 0 else None
 
 
 # --------------------------------------------------------------------------
@@ -290,6 +329,8 @@ def mode_all(args) -> dict:
         out.update(mode="all", target=TARGETS["all"], startup_s=startup, new_config=costs)
         compiling = [n for n, c in costs.items() if compiles(c)]
         out["compiling"] = compiling
+        bound = compile_bound(costs, out["coverage"], machine()["nproc"])
+        out["compile_bound_cases_per_s"] = round(bound, 2) if bound else None
         if compiling and out["cases_per_s"] < TARGETS["all"]:
             rest = [n for n in names if n not in compiling]
             if rest:
@@ -331,12 +372,20 @@ def show(res: dict) -> str:
         lines.append(f"  {n:20s} {ms:10.2f} ms/case  (runs on {res['coverage'][n]:.0%} of cases"
                      + (f", {failed} not passed)" if failed else ")"))
     if "new_config" in res:
-        lines.append("  a new configuration against the same case again (s):")
+        lines.append("  a new configuration (wall s, CPU s of its process) against the same "
+                     "case again (wall s):")
         for n, c in res["new_config"].items():
             if c["new_config_s"] is None:
                 continue
-            lines.append(f"    {n:18s} {c['new_config_s']:8.3f} {c['same_case_again_s']:8.3f}"
+            cpu = c.get("new_config_cpu_s")
+            lines.append(f"    {n:18s} {c['new_config_s']:8.3f} "
+                         + (f"{cpu:8.3f}" if cpu is not None else f"{'?':>8s}")
+                         + f" {c['same_case_again_s']:8.3f}"
                          + ("  compiles every new configuration" if n in res["compiling"] else ""))
+        if res.get("compile_bound_cases_per_s"):
+            lines.append(f"  their compilation alone, at the coverage above, allows at most "
+                         f"{res['compile_bound_cases_per_s']} cases/s on "
+                         f"{machine()['nproc']} CPUs")
     if "without_compiling" in res:
         w = res["without_compiling"]
         lines.append(f"  without {', '.join(res['compiling'])}: {w['cases_per_s']} cases/s "

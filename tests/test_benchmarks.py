@@ -51,3 +51,24 @@ def test_reference_breakdown_splits_the_time(capsys):
         r"forward ([\d.]+) ms; without the convolutions ([\d.]+) ms.*convolutions ([\d.]+) ms",
         line).groups())
     assert 0 < rest < full and abs(full - rest - conv) < 0.2, line
+
+
+def test_new_configuration_cpu_time_is_read_from_the_worker():
+    """compile_cost reads the CPU time of the worker process that ran the case
+    (not this process's), and compile_bound turns it into a rate."""
+    from adapters.worker import WorkerAdapter
+    adapter = WorkerAdapter("oracle-in-a-worker", target="adapters.numpy_oracle:NumpyOracle")
+    try:
+        assert throughput.cpu_seconds(adapter) is None, "no worker has started yet"
+        source = throughput.CaseSource(seed=3, caps=adapter.capabilities())
+        adapter.run(source.next())            # starts the worker
+        cost = throughput.compile_cost(adapter, source, n=2)
+        assert cost["new_config_cpu_s"] is not None and cost["new_config_cpu_s"] >= 0, cost
+        assert throughput.cpu_seconds(adapter) > 0, "the worker has run cases: it used CPU"
+    finally:
+        adapter.close()
+    costs = {"slow": {"new_config_s": 0.4, "new_config_cpu_s": 0.6, "same_case_again_s": 0.01},
+             "quick": {"new_config_s": 0.01, "new_config_cpu_s": 0.01, "same_case_again_s": 0.01}}
+    # Only the compiling adapter counts: 0.6 CPU-s on half the cases, 2 cores.
+    assert throughput.compile_bound(costs, {"slow": 0.5, "quick": 1.0}, cores=2) == 2 / 0.3
+    assert throughput.compile_bound({"quick": costs["quick"]}, {"quick": 1.0}, cores=2) is None
