@@ -183,7 +183,16 @@ def _from_last(a: np.ndarray, channels_first: bool, time_axis: bool) -> np.ndarr
 
 
 def forward(case: Case) -> Result:
-    """Run the layer on ``case`` in float64.  Raises ValueError on invalid input."""
+    """Run the layer on ``case`` in float64.  Raises ValueError on invalid input.
+
+    Overflow to inf and the NaN of inf * 0 are results, as IEEE arithmetic
+    defines them (the comparison matches NaN and inf as such), not warnings.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _forward(case)
+
+
+def _forward(case: Case) -> Result:
     cfg = case.config
     F = int(cfg["filters"])
     if F < 1:

@@ -107,8 +107,16 @@ def error_bounds(case: Case, result: "oracle.Result", u: float,
 
     Arrays come back in the case's data_format, shaped like the oracle's.
     With ``per_step`` a list, the bounds of every step's intermediate values
-    are appended to it (channels_last), for the gradient budget.
+    are appended to it (channels_last), for the gradient budget.  Overflow in
+    the oracle's trace makes the bounds it reaches inf or NaN, as IEEE
+    arithmetic gives them, without a warning.
     """
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _error_bounds(case, result, u, per_step, initial)
+
+
+def _error_bounds(case: Case, result: "oracle.Result", u: float, per_step: list | None,
+                  initial: tuple[np.ndarray, np.ndarray] | None) -> dict[str, np.ndarray]:
     cfg = case.config
     F = int(cfg["filters"])
     act = oracle.activation(cfg.get("activation", "tanh"))

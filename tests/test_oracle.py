@@ -236,6 +236,26 @@ def test_saturated_forget_gate_carries_the_cell_state_unchanged():
     np.testing.assert_allclose(res.output[0, :, 0, 0, 0], hs, rtol=1e-14, atol=0)
 
 
+def test_overflow_is_a_result_not_a_warning():
+    """exp(1000) overflows to inf in float64; with a hard_sigmoid input gate
+    of exactly 0, i * g is inf * 0 = NaN.  Both are the IEEE results the
+    comparison matches as such, so neither the oracle nor the budgets warn."""
+    import warnings
+    from conformance import tolerance
+    w, u = [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]
+    overflow = scalar_case([1.0], w, u, [10.0, 0.0, 1000.0, 0.0], activation="exponential",
+                           recurrent_activation="hard_sigmoid")
+    nan = scalar_case([1.0], w, u, [-10.0, 0.0, 1000.0, 0.0], activation="exponential",
+                      recurrent_activation="hard_sigmoid")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = forward(overflow)
+        assert math.isinf(res.c.item()) and res.c.item() > 0, res.c   # 1 * inf
+        res = forward(nan)
+        assert math.isnan(res.c.item()), res.c                          # 0 * inf
+        tolerance.budgets(nan, res)
+
+
 def test_saturated_forget_gate_with_a_3x3_kernel():
     case = random_case(T=4, kernel=(3, 3), return_sequences=True)
     F = case.filters
