@@ -32,6 +32,11 @@ class AdapterSpec:
     # Share of each test's examples this adapter gets: implementations that
     # compile every new configuration (XLA) cost seconds per case.
     example_share: float = 1.0
+    # Cases (fresh weights and inputs) each numerics and gradients example
+    # runs on its configuration.  For the compiling adapters a configuration
+    # costs ~0.3 s and each further case a few milliseconds, so every
+    # compilation buys several data draws (benchmarks/README.md, throughput).
+    data_per_example: int = 1
 
     def available(self) -> tuple[bool, str]:
         missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
@@ -49,17 +54,21 @@ def gpu_present() -> bool:
     return os.path.exists("/dev/nvidia0") or shutil.which("nvidia-smi") is not None
 
 
-def _keras3(backend: str, lib: str, share: float = 1.0) -> AdapterSpec:
+def _keras3(backend: str, lib: str, share: float = 1.0, data: int = 1) -> AdapterSpec:
     return AdapterSpec(f"keras3-{backend}", "adapters.keras_layer:KerasConvLSTM",
                        {"flavor": "keras3", "backend": backend}, ("keras", lib),
-                       env={"KERAS_BACKEND": backend}, example_share=share)
+                       env={"KERAS_BACKEND": backend}, example_share=share,
+                       data_per_example=data)
+
+
+COMPILED_DATA = 3   # data_per_example of the adapters that compile each configuration
 
 
 KNOWN: tuple[AdapterSpec, ...] = (
     AdapterSpec("oracle", "adapters.numpy_oracle:NumpyOracle", requires=("numpy", "scipy"),
                 isolate=False),
     _keras3("tensorflow", "tensorflow"),
-    _keras3("jax", "jax", share=0.75),     # ~1 s per new configuration (jit)
+    _keras3("jax", "jax", share=0.75, data=COMPILED_DATA),   # ~0.3 s per new configuration (jit)
     _keras3("torch", "torch"),
     AdapterSpec("tf-keras", "adapters.keras_layer:KerasConvLSTM", {"flavor": "tf_keras"},
                 ("tf_keras", "tensorflow")),
@@ -68,13 +77,13 @@ KNOWN: tuple[AdapterSpec, ...] = (
     AdapterSpec("ref-torch-cuda", "adapters.reference_torch:TorchReference", {"device": "cuda"},
                 ("torch",), needs_gpu=True),
     AdapterSpec("ref-jax-cpu", "adapters.reference_jax:JaxReference", {"device": "cpu"},
-                ("jax",)),
+                ("jax",), data_per_example=COMPILED_DATA),
     AdapterSpec("ref-jax-cuda", "adapters.reference_jax:JaxReference", {"device": "cuda"},
-                ("jax",), needs_gpu=True),
+                ("jax",), needs_gpu=True, data_per_example=COMPILED_DATA),
     AdapterSpec("flax", "adapters.flax_linen:FlaxConvLSTM", requires=("flax", "jax"),
-                example_share=0.5),
+                example_share=0.5, data_per_example=COMPILED_DATA),
     AdapterSpec("haiku", "adapters.haiku_conv2dlstm:HaikuConv2DLSTM", requires=("haiku", "jax"),
-                example_share=0.5),
+                example_share=0.5, data_per_example=COMPILED_DATA),
     AdapterSpec("conv-lstm", "adapters.conv_lstm_pypi:ConvLstmPyPI", requires=("conv_lstm", "torch")),
 )
 

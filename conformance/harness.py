@@ -164,6 +164,20 @@ class Context:
             pytest.xfail(f"[{self.clause.id}] expected failure on {self.adapter.name}: {reason}")
 
 
+def data_draws(adapter_key: str):
+    """Strategy for the (seed, weight scale) pairs of one example: as many as
+    the adapter's ``data_per_example`` (adapters/registry.py), each a case of
+    its own on the example's configuration."""
+    from hypothesis import strategies as st
+    from adapters import registry
+    from conformance.strategies import WEIGHT_SCALES, seeds
+    try:
+        n = max(1, registry.known(adapter_key).data_per_example)
+    except KeyError:
+        n = 1
+    return st.lists(st.tuples(seeds(), st.sampled_from(WEIGHT_SCALES)), min_size=n, max_size=n)
+
+
 def examples_for(adapter_key: str):
     """Hypothesis settings giving this adapter its share of the profile's examples."""
     from hypothesis import settings

@@ -4,13 +4,14 @@ The loss is sum(output * cotangent) with a random cotangent; gradients with
 respect to inputs, kernel, recurrent_kernel, bias and (where the adapter takes
 one) the initial state are compared element by element against the oracle's
 hand-written backpropagation through time, under the gradient budgets of
-conformance/tolerance.py.
+conformance/tolerance.py.  Each example runs the adapter's data_per_example
+cases (fresh weights, inputs and cotangent) on its configuration.
 """
 import pytest
 from hypothesis import given, strategies as st
 
 from conformance import harness, tolerance
-from conformance.strategies import WEIGHT_SCALES, configs, focus_for, make_case, seeds
+from conformance.strategies import configs, focus_for, make_case
 
 CLAUSE_KINDS = ("gradients",)
 DTYPES = ("float32", "float64")
@@ -28,21 +29,23 @@ def test_gradients_match_oracle(adapter_name, clause_id, adapters, spec, record,
     dtypes = [d for d in DTYPES if d in caps.dtype]
 
     @harness.examples_for(adapter_name)
-    @given(drawn=configs(spec, focus=focus, caps=caps, size=size), seed=seeds(),
-           dtype=st.sampled_from(dtypes), scale=st.sampled_from(WEIGHT_SCALES))
-    def example(drawn, seed, dtype, scale):
-        case = make_case(spec, drawn, seed, dtype=dtype, scale=scale, cotangent=True,
-                         initial_state=caps.initial_state)
-        ctx.steer(drawn, case.dtype)
-        outcome = adapter.run(case)
-        verdict = tolerance.judge_gradients(case, outcome)
-        problem = None
-        if not verdict.passed:
-            again = tolerance.judge_gradients(case, adapter.run(case))
-            kind = ("gradients diverge from the oracle" if not again.passed
-                    else "gradients are nondeterministic: a second run passed")
-            problem = f"{kind}\n  " + verdict.describe().replace("\n", "\n  ")
-        ctx.conclude(drawn, case, problem, errors=verdict.errors, outcome=outcome)
+    @given(drawn=configs(spec, focus=focus, caps=caps, size=size),
+           data=harness.data_draws(adapter_name), dtype=st.sampled_from(dtypes))
+    def example(drawn, data, dtype):
+        for k, (seed, scale) in enumerate(data):
+            case = make_case(spec, drawn, seed, dtype=dtype, scale=scale, cotangent=True,
+                             initial_state=caps.initial_state)
+            if k == 0:
+                ctx.steer(drawn, case.dtype)
+            outcome = adapter.run(case)
+            verdict = tolerance.judge_gradients(case, outcome)
+            problem = None
+            if not verdict.passed:
+                again = tolerance.judge_gradients(case, adapter.run(case))
+                kind = ("gradients diverge from the oracle" if not again.passed
+                        else "gradients are nondeterministic: a second run passed")
+                problem = f"{kind}\n  " + verdict.describe().replace("\n", "\n  ")
+            ctx.conclude(drawn, case, problem, errors=verdict.errors, outcome=outcome)
 
     example()
     ctx.finish()

@@ -5,13 +5,14 @@ how to call the layer (initial state, mask, stateful follow-up calls, dropout
 masks, dtypes); Hypothesis draws configurations inside that focus and inside
 the adapter's claimed capabilities, and output, final h and final c (of every
 call) are compared element by element against the oracle under the budgets of
-conformance/tolerance.py.  A mismatch is run a second time to tell
+conformance/tolerance.py.  Each example runs the adapter's data_per_example
+cases (fresh weights and inputs) on its configuration.  A mismatch is run a second time to tell
 nondeterminism from divergence.
 """
 from hypothesis import given, strategies as st
 
 from conformance import harness, tolerance
-from conformance.strategies import WEIGHT_SCALES, configs, focus_for, make_case, seeds
+from conformance.strategies import configs, focus_for, make_case
 
 CLAUSE_KINDS = ("semantics",)
 # Formats every semantic clause is judged in unless it names its own.
@@ -36,21 +37,23 @@ def test_matches_oracle(adapter_name, clause_id, adapters, spec, record, results
 
     @harness.examples_for(adapter_name)
     @given(drawn=configs(spec, focus=focus, sizes=clause.sizes, caps=caps, size=size),
-           seed=seeds(), dtype=st.sampled_from(dtypes), scale=st.sampled_from(WEIGHT_SCALES))
-    def example(drawn, seed, dtype, scale):
+           data=harness.data_draws(adapter_name), dtype=st.sampled_from(dtypes))
+    def example(drawn, data, dtype):
         if clause.defaults_only:
             drawn = harness.strip_to_required(spec, drawn)
-        case = make_case(spec, drawn, seed, dtype=dtype, scale=scale, **options)
-        ctx.steer(drawn, case.dtype)
-        outcome = adapter.run(case)
-        verdict = tolerance.judge(case, outcome)
-        problem = None
-        if not verdict.passed:
-            again = tolerance.judge(case, adapter.run(case))
-            kind = ("diverges from the oracle" if not again.passed
-                    else "is nondeterministic: a second run of the same case passed")
-            problem = f"{kind}\n  " + verdict.describe().replace("\n", "\n  ")
-        ctx.conclude(drawn, case, problem, errors=verdict.errors, outcome=outcome)
+        for k, (seed, scale) in enumerate(data):
+            case = make_case(spec, drawn, seed, dtype=dtype, scale=scale, **options)
+            if k == 0:
+                ctx.steer(drawn, case.dtype)
+            outcome = adapter.run(case)
+            verdict = tolerance.judge(case, outcome)
+            problem = None
+            if not verdict.passed:
+                again = tolerance.judge(case, adapter.run(case))
+                kind = ("diverges from the oracle" if not again.passed
+                        else "is nondeterministic: a second run of the same case passed")
+                problem = f"{kind}\n  " + verdict.describe().replace("\n", "\n  ")
+            ctx.conclude(drawn, case, problem, errors=verdict.errors, outcome=outcome)
 
     example()
     ctx.finish()
