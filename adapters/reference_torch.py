@@ -1087,7 +1087,7 @@ def _infer(plan: _Plan, x, K, U, bias, h0, c0, mask, dest=None):
     if dest is None:
         return out, h, c
     dest[1].copy_(h)
-    if out is not seq and dest[0] is not dest[1]:
+    if out is not seq and dest[0].data_ptr() != dest[1].data_ptr():   # output is not h itself
         dest[0].copy_(out)
     return dest
 
