@@ -66,6 +66,7 @@ class Series:
     ratios: list = field(default_factory=list)
     known: int = 0          # cases under a documented divergence, kept apart
     known_failed: int = 0
+    not_judged: int = 0     # outside the model's domain (tolerance.unjudgeable)
     worst: dict | None = None   # the case of the largest ratio, to look at near-misses
 
     def add(self, ratio: float, case, dims: dict, detail: str) -> None:
@@ -77,13 +78,15 @@ class Series:
 
     def stats(self) -> dict:
         if not self.ratios:
-            return {"n": 0, "known": self.known, "known_failed": self.known_failed}
+            return {"n": 0, "known": self.known, "known_failed": self.known_failed,
+                    "not_judged": self.not_judged}
         r = np.asarray(self.ratios, dtype=np.float64)
         # "higher" picks an observed ratio: no interpolation across inf.
         pct = {q: float(np.percentile(r, q, method="higher")) for q in (50, 99, 99.9)}
         return {"n": int(r.size), "max": float(r.max()), "p99.9": pct[99.9], "p99": pct[99],
                 "median": pct[50], "over_1": int((r > 1).sum()), "known": self.known,
-                "known_failed": self.known_failed, "worst": self.worst}
+                "known_failed": self.known_failed, "not_judged": self.not_judged,
+                "worst": self.worst}
 
 
 @dataclass
@@ -152,6 +155,9 @@ def soak(name: str, adapter: Adapter, spec, n: int, seed: int, seconds: float,
         for quantity, clause, judge in checks:
             verdict = judge(case, outcome, result)
             s = series.setdefault((case.dtype, quantity), Series())
+            if verdict.unjudged:
+                s.not_judged += 1
+                continue
             documented = [e for e in expected if e.matches(clause, env)]
             if documented:
                 s.known += 1
@@ -190,8 +196,10 @@ def mutant_rates(kept: list) -> dict:
                             for a, b in zip(outcome.outputs, correct)))
             if same:
                 continue
-            live += 1
             verdict = tolerance.judge(case, outcome, result)
+            if verdict.unjudged:
+                continue
+            live += 1
             caught += not verdict.passed
             ratios.append(verdict.worst)
         out[mutation] = {"cases": len(kept), "live": live, "caught": caught,
@@ -279,8 +287,11 @@ def main(argv=None) -> int:
         alarms += found
         stats = {f"{d}/{q}": s.stats() for (d, q), s in sorted(series.items())}
         results["implementations"][name] = stats
+        skipped = sum(s["not_judged"] for s in stats.values())
         print(f"{name}: {sum(s['n'] + s['known'] for s in stats.values())} judgements "
-              f"in {time.perf_counter() - t:.0f} s", flush=True)
+              f"in {time.perf_counter() - t:.0f} s"
+              + (f"; {skipped} case(s) outside the model's domain, not judged" if skipped else ""),
+              flush=True)
         for key, s in stats.items():
             d, q = key.split("/")
             rows.append([name, d, q, s["n"], s.get("median"), s.get("p99"), s.get("p99.9"),

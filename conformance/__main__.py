@@ -62,6 +62,9 @@ def _repro(args) -> int:
     else:
         verdict = tolerance.judge(case, outcome)
         print(verdict.describe())
+        if verdict.unjudged:
+            print(f"NOT JUDGED [{args.clause or 'numerics'}]: outside the tolerance model's domain")
+            return 0
         problem = None if verdict.passed else "diverges from the oracle"
     if problem:
         print(f"FAIL [{args.clause or 'numerics'}]: {problem}")

@@ -91,6 +91,12 @@ class Context:
             from hypothesis import reject
             reject()
 
+    def not_judged(self, reason: str) -> None:
+        """A case outside the tolerance model's domain (tolerance.unjudgeable):
+        counted in the record with the first reason, neither passed nor failed."""
+        self.record["not_judged"] = self.record.get("not_judged", 0) + 1
+        self.record.setdefault("not_judged_reason", reason)
+
     def env(self, drawn: Drawn, dtype: str | None = None) -> dict[str, Any]:
         env = self.spec.environment(drawn.config, drawn.dims, drawn.input_rank, drawn.probes)
         env["dtype"] = dtype

@@ -26,10 +26,14 @@ before handing them out, so input rounding contributes nothing):
    (measured on the oracle's own activation, so kinks of relu-like functions
    are covered).  The activation itself may be off by ``ACT_ULPS`` units of
    roundoff of ``max(|act(z)|, 1)``: library tanh/sigmoid/exp are approximations
-   accurate to a few ulps.
+   accurate to a few ulps.  A bounded activation's error never exceeds the
+   width of its range (``ACT_RANGE``: 1 for sigmoid, 2 for tanh, ...).
 3. **Cell and hidden state.**  ``c' = f c + i g`` and ``h' = o act(c')`` propagate
-   first-order: ``dc' = |f| dc + |c| df + |i| dg + |g| di`` plus the rounding of
-   the products and the sum; likewise for ``h'``.  Masked steps carry the
+   as products do: ``dc' = |f| dc + |c| df + df dc + |i| dg + |g| di + di dg``
+   plus the rounding of the products and the sum; likewise for ``h'``.  The
+   second-order products matter only where errors are large: a forget gate
+   the oracle saturates (f ~ 0, so |f| dc ~ 0) may not be saturated within its
+   error bound, and then df dc is the whole error.  Masked steps carry the
    previous error unchanged.
 4. **Underflow.**  Relative bounds assume results stay in the normal range.  A
    product that lands among the subnormals is off by up to half their spacing,
@@ -37,7 +41,17 @@ before handing them out, so input rounding contributes nothing):
    eta``); sums of subnormals are exact.  ``eta`` matters for float16 only
    (2^-25, where its gradients near zero round to multiples of 2^-24), so each
    rounding count above adds that many ``eta``.
-5. **Safety factor** ``SAFETY = 2`` covers the second-order terms dropped in 1-4.
+5. **Safety factor** ``SAFETY = 2`` covers the second-order terms dropped in 1, 2
+   and 4.
+6. **Domain.**  The model cannot judge a case whose oracle values exceed the
+   largest finite number of the implementation's format (it overflows to inf
+   where the float64 oracle does not), nor one whose bounds have grown so far
+   that they are unbounded in float64 (an expanding recurrence has
+   amplified rounding past every digit).
+   ``unjudgeable`` detects both from the oracle alone, so no implementation
+   can steer into them; the verdict then says "not judged" and the suite
+   counts it (``not_judged`` in the test's record) instead of passing or
+   failing it.
 
 The budget of an element is ``SAFETY * d`` for the implementation's format plus
 the oracle's own bound at float64, and a comparison reports
@@ -96,6 +110,21 @@ def _slope(act, z: np.ndarray, dz: np.ndarray) -> np.ndarray:
     return np.nan_to_num(s, nan=np.inf, posinf=np.inf)
 
 
+# Width of the range of the bounded activations: an activation's error can
+# never exceed it, however large the error of its argument (which the slope
+# bound alone would let grow without limit once errors are large).
+ACT_RANGE = {"sigmoid": 1.0, "hard_sigmoid": 1.0, "sparse_sigmoid": 1.0, "tanh": 2.0,
+             "hard_tanh": 2.0, "softsign": 2.0}
+
+
+def _act_bound(name: str | None, act, z: np.ndarray, dz: np.ndarray, u: float) -> np.ndarray:
+    """Error bound of act(z) given an error bound dz of z (model item 2)."""
+    y = act(z)
+    d = _slope(act, z, dz) * dz + _act_err(y, u)
+    width = ACT_RANGE.get(name or "linear")
+    return d if width is None else np.minimum(d, width + _act_err(y, u))
+
+
 def _act_err(y: np.ndarray, u: float) -> np.ndarray:
     return ACT_ULPS * u * np.maximum(np.abs(y), 1.0)
 
@@ -119,8 +148,10 @@ def _error_bounds(case: Case, result: "oracle.Result", u: float, per_step: list 
                   initial: tuple[np.ndarray, np.ndarray] | None) -> dict[str, np.ndarray]:
     cfg = case.config
     F = int(cfg["filters"])
-    act = oracle.activation(cfg.get("activation", "tanh"))
-    ract = oracle.activation(cfg.get("recurrent_activation", "sigmoid"))
+    act_name = cfg.get("activation", "tanh")
+    ract_name = cfg.get("recurrent_activation", "sigmoid")
+    act = oracle.activation(act_name)
+    ract = oracle.activation(ract_name)
     kh, kw = oracle._pair(cfg["kernel_size"])
     absU = np.abs(np.asarray(case.recurrent_kernel, dtype=np.float64))
     rmask = (case.recurrent_dropout_mask
@@ -146,18 +177,25 @@ def _error_bounds(case: Case, result: "oracle.Result", u: float, per_step: list 
                 dhg = dh * np.abs(rmask[gi]) if rmask is not None else dh
                 dz[..., sl] += oracle.conv2d(np.pad(dhg, pad), absU[..., sl])
         d = np.empty_like(dz)
-        for gi, fn in enumerate((ract, ract, act, ract)):
+        for gi, (name, fn) in enumerate(((ract_name, ract), (ract_name, ract), (act_name, act),
+                                         (ract_name, ract))):
             sl = slice(gi * F, (gi + 1) * F)
-            d[..., sl] = (_slope(fn, st.z[..., sl], dz[..., sl]) * dz[..., sl]
-                          + _act_err(st.gates[..., sl], u))
+            d[..., sl] = _act_bound(name, fn, st.z[..., sl], dz[..., sl], u)
         i, f, gc, o = (st.gates[..., k * F:(k + 1) * F] for k in range(4))
         di, df, dg, do = (d[..., k * F:(k + 1) * F] for k in range(4))
         fc, ig = np.abs(f * st.c_prev), np.abs(i * gc)
+        # Products carry their second-order term too (|x y - x' y'| <= |x| dy +
+        # |y| dx + dx dy): negligible while errors are small, decisive where a
+        # gate the oracle saturates is not saturated within its error bound.
         dc_new = (np.abs(f) * dc + np.abs(st.c_prev) * df + np.abs(i) * dg + np.abs(gc) * di
+                  + df * dc + di * dg
                   + 2 * u * (fc + ig) + u * np.abs(st.c) + 2 * eta)
         a = act(st.c)
-        da = _slope(act, st.c, dc_new) * dc_new + _act_err(a, u)
-        dh_new = np.abs(o) * da + np.abs(a) * do + 2 * u * np.abs(st.h) + eta
+        da = _act_bound(act_name, act, st.c, dc_new, u)
+        dh_new = np.abs(o) * da + np.abs(a) * do + do * da + 2 * u * np.abs(st.h) + eta
+        # Bounds that have grown past the float64 range make 0 * inf = NaN:
+        # read as "unbounded" (judge reports such cases as not judgeable).
+        dc_new, da, dh_new = (np.nan_to_num(v, nan=np.inf) for v in (dc_new, da, dh_new))
         if per_step is not None:
             # Slopes are evaluated from rounded values too (1 - y^2 for tanh,
             # y (1 - y) for sigmoid): a few ulps of max(|y|, 1) each.
@@ -178,6 +216,47 @@ def _error_bounds(case: Case, result: "oracle.Result", u: float, per_step: list 
             "c": oracle._from_last(dc, cf, False), "h_last": dh, "c_last": dc}
 
 
+# The largest finite value of the format each dtype computes in.
+FORMAT_MAX = {"float64": float(np.finfo(np.float64).max), "float32": float(np.finfo(np.float32).max),
+              "float16": 65504.0, "bfloat16": 3.3895313892515355e38,
+              "mixed_float16": 65504.0, "mixed_bfloat16": 3.3895313892515355e38}
+
+
+def unjudgeable(case: Case, result: "oracle.Result", bud: dict | None = None) -> str:
+    """Why the model cannot judge ``case``, or "".
+
+    * A value of the oracle's trace (pre-activation, gate, cell, activated
+      cell, hidden state) beyond the largest finite number of the case's
+      format: an implementation in that format overflows to inf, and NaN
+      follows, where the float64 oracle stays finite.
+    * Budgets that are not finite: the bounds of an expanding recurrence
+      have grown past float64's range, so any result would pass.  Reported,
+      not passed silently.  (Finite bounds are judged, however loose.)
+    """
+    big = FORMAT_MAX.get(case.dtype)
+    if big is not None:
+        act = oracle.activation(case.config.get("activation", "tanh"))
+        with np.errstate(over="ignore", invalid="ignore"):
+            top = max(float(np.nanmax(np.abs(v), initial=0.0))
+                      for st in result.trace.steps
+                      for v in (st.z, st.gates, st.c, act(st.c), st.h))
+        if top > big:
+            return (f"the oracle's values reach {top:.3g}, beyond the largest {case.dtype} "
+                    f"({big:.3g}): an implementation in {case.dtype} overflows")
+    for name in ("output", "h", "c"):
+        if bud is None or name not in bud:
+            continue
+        b = bud[name]
+        if b.size == 0:
+            continue
+        if not np.isfinite(b).all():
+            want = {"output": result.output, "h": result.h, "c": result.c}[name]
+            top = float(np.nanmax(np.abs(want), initial=0.0))
+            return (f"the error bound of {name} is unbounded (past float64's range) for values "
+                    f"up to {top:.3g}: the recurrence amplifies rounding past every digit")
+    return ""
+
+
 def budgets(case: Case, result: "oracle.Result | None" = None,
             carried: tuple | None = None) -> dict[str, np.ndarray]:
     """Per-element budgets for comparing an implementation of ``case.dtype``.
@@ -189,7 +268,8 @@ def budgets(case: Case, result: "oracle.Result | None" = None,
     u = UNIT_ROUNDOFF[case.dtype]
     impl = error_bounds(case, result, u, initial=carried[0] if carried else None)
     own = error_bounds(case, result, UNIT_ROUNDOFF["float64"], initial=carried[1] if carried else None)
-    out = {k: SAFETY * (impl[k] + own[k]) for k in ("output", "h", "c")}
+    with np.errstate(over="ignore"):      # bounds past float64's range are inf
+        out = {k: SAFETY * (impl[k] + own[k]) for k in ("output", "h", "c")}
     out["_carry"] = ((impl["h_last"], impl["c_last"]), (own["h_last"], own["c_last"]))
     return out
 
@@ -214,6 +294,10 @@ class Verdict:
     passed: bool
     errors: dict[str, TensorError] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    # Why the case could not be judged (outside the model's domain: values
+    # beyond the format's range, or error bounds larger than the values);
+    # empty when it was.  Such a verdict passes and says so.
+    unjudged: str = ""
 
     @property
     def worst(self) -> float:
@@ -222,6 +306,8 @@ class Verdict:
         return max((e.ratio for e in self.errors.values()), default=0.0)
 
     def describe(self) -> str:
+        if self.unjudged:
+            return f"not judged: {self.unjudged}"
         lines = list(self.problems)
         for e in self.errors.values():
             flag = "FAIL" if e.ratio > 1 else "ok"
@@ -285,6 +371,9 @@ def judge(case: Case, outcome: Outcome, oracle_result: "oracle.Result | None" = 
         bud = budgets(sub, res, carried)
         carried = bud["_carry"]
         label = "" if k == 0 else f"call {k + 1} "
+        reason = unjudgeable(sub, res, bud)
+        if reason:
+            return Verdict(True, unjudged=f"{label}{reason}")
         if len(got_all) != len(names):
             verdict.problems.append(f"{label}returned {len(got_all)} tensors, expected "
                                     f"{len(names)} ({', '.join(names)})")
@@ -348,6 +437,9 @@ def judge_gradients(case: Case, outcome: Outcome,
         return Verdict(False, problems=[f"implementation did not return: {outcome.summary()}"])
     if oracle_result is None:
         oracle_result = oracle.forward(case)
+    reason = unjudgeable(case, oracle_result, budgets(case, oracle_result))
+    if reason:
+        return Verdict(True, unjudged=reason)
     want = oracle.backward(case, oracle_result)
     bud = gradient_budgets(case, oracle_result)
     verdict = Verdict(True)

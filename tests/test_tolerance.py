@@ -108,6 +108,60 @@ def test_float64_budget_is_tight():
     assert not verdict.passed, verdict.describe()
 
 
+def _scalar(bias, activation, T=1, u=0.0, x=1.0, w=0.0, dtype="float32"):
+    """1 pixel, 1 channel, 1 filter, 1x1 kernels: input weight w on the c gate,
+    recurrent weight u on every gate."""
+    from adapters.base import Case
+    return Case(config={"filters": 1, "kernel_size": 1, "activation": activation,
+                        "return_state": True},
+                inputs=np.full((1, T, 1, 1, 1), x), kernel=np.array([0.0, 0.0, w, 0.0]).reshape(1, 1, 1, 4),
+                recurrent_kernel=np.full((1, 1, 1, 4), u), bias=np.asarray(bias, float),
+                dtype=dtype)
+
+
+def test_values_beyond_the_format_range_are_not_judged():
+    """x = 1e20 times a weight of 1e20, both float32 numbers: the product 1e40
+    is finite in float64 and beyond float32, so a float32 implementation
+    returns inf, which the model cannot judge against a finite oracle.  The
+    verdict says so instead of failing or passing silently."""
+    case = _scalar([10.0, 0.0, 0.0, 10.0], "linear", x=1e20, w=1e20)
+    res = tolerance.oracle.forward(case)
+    assert np.isfinite(res.h).all() and res.h.max() > 3.5e38
+    inf = Outcome(status="ok", outputs=[np.full_like(res.h, np.inf)] * 3, structure="list")
+    verdict = tolerance.judge(case, inf)
+    assert verdict.passed and "beyond the largest float32" in verdict.unjudged, verdict.describe()
+    assert verdict.describe().startswith("not judged")
+    case.dtype = "float64"      # well inside float64's range: judged, and inf is wrong
+    assert not tolerance.judge(case, inf).passed
+
+
+def test_unbounded_budgets_are_not_judged():
+    """Bounds past float64's range would pass any result: reported instead."""
+    case = _scalar([0.1, 0.1, 0.5, 0.1], "relu", T=3, u=3.0)
+    res = tolerance.oracle.forward(case)
+    bud = tolerance.budgets(case, res)
+    assert tolerance.unjudgeable(case, res, bud) == "", "a three-step relu case is judgeable"
+    bud["h"] = np.full_like(bud["h"], np.inf)
+    assert "unbounded" in tolerance.unjudgeable(case, res, bud)
+
+
+def test_saturated_gate_within_its_error_bound_is_covered():
+    """Regression: an expanding relu recurrence (21 steps, 1x2 kernel dilated
+    by 2) where the oracle saturates the input and forget gates of an element
+    (f, i ~ 0, so the first-order terms |f| dc and |c| df vanish) while the
+    error bound of their pre-activations reaches the unsaturated region.  The
+    float32 reference computed c ~ 1e4 there against the oracle's 0, and the
+    first-order model gave a budget of 1e-45: error/budget 1e10, a false alarm.
+    The second-order product terms (df dc, di dg, do da) cover it."""
+    pytest.importorskip("torch")
+    from pathlib import Path
+    from adapters.base import Case
+    from adapters.reference_torch import TorchReference
+    case = Case.load(Path(__file__).parent / "data" / "expanding_relu_saturated_gates.npz")
+    verdict = tolerance.judge(case, TorchReference("cpu").run(case))
+    assert verdict.passed and not verdict.unjudged, verdict.describe()
+
+
 # -- gradients --------------------------------------------------------------
 
 def _grad_case(k, **kw):
