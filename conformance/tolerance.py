@@ -117,9 +117,9 @@ ACT_RANGE = {"sigmoid": 1.0, "hard_sigmoid": 1.0, "sparse_sigmoid": 1.0, "tanh":
              "hard_tanh": 2.0, "softsign": 2.0}
 
 
-def _act_bound(name: str | None, act, z: np.ndarray, dz: np.ndarray, u: float) -> np.ndarray:
-    """Error bound of act(z) given an error bound dz of z (model item 2)."""
-    y = act(z)
+def _act_bound(name: str | None, act, z: np.ndarray, y: np.ndarray, dz: np.ndarray,
+               u: float) -> np.ndarray:
+    """Error bound of y = act(z) given an error bound dz of z (model item 2)."""
     d = _slope(act, z, dz) * dz + _act_err(y, u)
     width = ACT_RANGE.get(name or "linear")
     return d if width is None else np.minimum(d, width + _act_err(y, u))
@@ -180,7 +180,7 @@ def _error_bounds(case: Case, result: "oracle.Result", u: float, per_step: list 
         for gi, (name, fn) in enumerate(((ract_name, ract), (ract_name, ract), (act_name, act),
                                          (ract_name, ract))):
             sl = slice(gi * F, (gi + 1) * F)
-            d[..., sl] = _act_bound(name, fn, st.z[..., sl], dz[..., sl], u)
+            d[..., sl] = _act_bound(name, fn, st.z[..., sl], st.gates[..., sl], dz[..., sl], u)
         i, f, gc, o = (st.gates[..., k * F:(k + 1) * F] for k in range(4))
         di, df, dg, do = (d[..., k * F:(k + 1) * F] for k in range(4))
         fc, ig = np.abs(f * st.c_prev), np.abs(i * gc)
@@ -191,7 +191,7 @@ def _error_bounds(case: Case, result: "oracle.Result", u: float, per_step: list 
                   + df * dc + di * dg
                   + 2 * u * (fc + ig) + u * np.abs(st.c) + 2 * eta)
         a = act(st.c)
-        da = _act_bound(act_name, act, st.c, dc_new, u)
+        da = _act_bound(act_name, act, st.c, a, dc_new, u)
         dh_new = np.abs(o) * da + np.abs(a) * do + do * da + 2 * u * np.abs(st.h) + eta
         # Bounds that have grown past the float64 range make 0 * inf = NaN:
         # read as "unbounded" (judge reports such cases as not judgeable).
@@ -222,7 +222,7 @@ FORMAT_MAX = {"float64": float(np.finfo(np.float64).max), "float32": float(np.fi
               "mixed_float16": 65504.0, "mixed_bfloat16": 3.3895313892515355e38}
 
 
-def unjudgeable(case: Case, result: "oracle.Result", bud: dict | None = None) -> str:
+def unjudgeable(case: Case, result: "oracle.Result", bounds: dict[str, np.ndarray]) -> str:
     """Why the model cannot judge ``case``, or "".
 
     * A value of the oracle's trace (pre-activation, gate, cell, activated
@@ -243,17 +243,10 @@ def unjudgeable(case: Case, result: "oracle.Result", bud: dict | None = None) ->
         if top > big:
             return (f"the oracle's values reach {top:.3g}, beyond the largest {case.dtype} "
                     f"({big:.3g}): an implementation in {case.dtype} overflows")
-    for name in ("output", "h", "c"):
-        if bud is None or name not in bud:
-            continue
-        b = bud[name]
-        if b.size == 0:
-            continue
+    for name, b in bounds.items():
         if not np.isfinite(b).all():
-            want = {"output": result.output, "h": result.h, "c": result.c}[name]
-            top = float(np.nanmax(np.abs(want), initial=0.0))
-            return (f"the error bound of {name} is unbounded (past float64's range) for values "
-                    f"up to {top:.3g}: the recurrence amplifies rounding past every digit")
+            return (f"the error bound of {name} is unbounded (past float64's range): the "
+                    f"recurrence amplifies rounding past every digit")
     return ""
 
 
@@ -294,8 +287,8 @@ class Verdict:
     passed: bool
     errors: dict[str, TensorError] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
-    # Why the case could not be judged (outside the model's domain: values
-    # beyond the format's range, or error bounds larger than the values);
+    # Why the case could not be judged (outside the model's domain, model
+    # item 6: values beyond the format's range, or unbounded error bounds);
     # empty when it was.  Such a verdict passes and says so.
     unjudged: str = ""
 
@@ -371,7 +364,7 @@ def judge(case: Case, outcome: Outcome, oracle_result: "oracle.Result | None" = 
         bud = budgets(sub, res, carried)
         carried = bud["_carry"]
         label = "" if k == 0 else f"call {k + 1} "
-        reason = unjudgeable(sub, res, bud)
+        reason = unjudgeable(sub, res, {k: bud[k] for k in ("output", "h", "c")})
         if reason:
             return Verdict(True, unjudged=f"{label}{reason}")
         if len(got_all) != len(names):
@@ -413,7 +406,10 @@ ORACLE_SLOPE_REL = 1e-9
 GRAD_NAMES = ("inputs", "kernel", "recurrent_kernel", "bias", "initial_h", "initial_c")
 
 
-def gradient_budgets(case: Case, result: "oracle.Result") -> dict[str, np.ndarray]:
+def gradient_budgets(case: Case, result: "oracle.Result",
+                     forward: dict | None = None) -> dict[str, np.ndarray]:
+    """Budgets of the gradients; with ``forward`` a dict, the forward budgets
+    of output, h and c (the implementation's format) are put in it."""
     u = UNIT_ROUNDOFF[case.dtype]
     B, Ho, Wo = result.trace.steps[0].h.shape[:3]
     n = len(result.trace.steps) * (result.trace.accumulation + B * Ho * Wo + GRAD_OPS_PER_STEP)
@@ -422,7 +418,10 @@ def gradient_budgets(case: Case, result: "oracle.Result") -> dict[str, np.ndarra
     # slope ambiguity): the difference bounds what forward errors do to the
     # gradient, to first order.
     slack: list[dict] = []
-    error_bounds(case, result, u, per_step=slack)
+    fwd = error_bounds(case, result, u, per_step=slack)
+    if forward is not None:
+        with np.errstate(over="ignore"):
+            forward.update({k: SAFETY * fwd[k] for k in ("output", "h", "c")})
     wide = oracle.backward(case, result, absolute=True, slack=slack)
     g = gamma(n, u) + gamma(n, UNIT_ROUNDOFF["float64"])
     eta = n * (UNDERFLOW[u] + UNDERFLOW[UNIT_ROUNDOFF["float64"]])
@@ -437,11 +436,12 @@ def judge_gradients(case: Case, outcome: Outcome,
         return Verdict(False, problems=[f"implementation did not return: {outcome.summary()}"])
     if oracle_result is None:
         oracle_result = oracle.forward(case)
-    reason = unjudgeable(case, oracle_result, budgets(case, oracle_result))
+    forward: dict = {}
+    bud = gradient_budgets(case, oracle_result, forward)
+    reason = unjudgeable(case, oracle_result, forward)
     if reason:
         return Verdict(True, unjudged=reason)
     want = oracle.backward(case, oracle_result)
-    bud = gradient_budgets(case, oracle_result)
     verdict = Verdict(True)
     missing = sorted(set(want) - set(outcome.grads))
     if missing:

@@ -131,6 +131,9 @@ def test_values_beyond_the_format_range_are_not_judged():
     verdict = tolerance.judge(case, inf)
     assert verdict.passed and "beyond the largest float32" in verdict.unjudged, verdict.describe()
     assert verdict.describe().startswith("not judged")
+    case.cotangent = np.ones_like(res.output)
+    grads = Outcome(status="ok", outputs=inf.outputs, structure="list", grads={})
+    assert "beyond the largest float32" in tolerance.judge_gradients(case, grads).unjudged
     case.dtype = "float64"      # well inside float64's range: judged, and inf is wrong
     assert not tolerance.judge(case, inf).passed
 
@@ -139,7 +142,8 @@ def test_unbounded_budgets_are_not_judged():
     """Bounds past float64's range would pass any result: reported instead."""
     case = _scalar([0.1, 0.1, 0.5, 0.1], "relu", T=3, u=3.0)
     res = tolerance.oracle.forward(case)
-    bud = tolerance.budgets(case, res)
+    full = tolerance.budgets(case, res)
+    bud = {k: full[k] for k in ("output", "h", "c")}
     assert tolerance.unjudgeable(case, res, bud) == "", "a three-step relu case is judgeable"
     bud["h"] = np.full_like(bud["h"], np.inf)
     assert "unbounded" in tolerance.unjudgeable(case, res, bud)
