@@ -15,7 +15,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pytest
@@ -90,6 +90,29 @@ class Context:
         if self.excused > EXCUSED_RUNS:
             from hypothesis import reject
             reject()
+
+    def judge_cases(self, drawn: Drawn, data, make: Callable, judge: Callable,
+                    diverges: str, nondeterministic: str) -> None:
+        """One example: ``make(seed, scale)`` for each pair of ``data`` (see
+        data_draws), run on the adapter and judged against the oracle with
+        ``judge``; steered on the first case (see steer).  A mismatch is run a
+        second time to tell nondeterminism from divergence, whose wordings
+        the caller gives."""
+        for k, (seed, scale) in enumerate(data):
+            case = make(seed, scale)
+            if k == 0:
+                self.steer(drawn, case.dtype)
+            outcome = self.adapter.run(case)
+            verdict = judge(case, outcome)
+            if verdict.unjudged:
+                self.not_judged(verdict.unjudged)
+                continue
+            problem = None
+            if not verdict.passed:
+                again = judge(case, self.adapter.run(case))
+                kind = diverges if not again.passed else nondeterministic
+                problem = f"{kind}\n  " + verdict.describe().replace("\n", "\n  ")
+            self.conclude(drawn, case, problem, errors=verdict.errors, outcome=outcome)
 
     def not_judged(self, reason: str) -> None:
         """A case outside the tolerance model's domain (tolerance.unjudgeable):
@@ -170,28 +193,30 @@ class Context:
             pytest.xfail(f"[{self.clause.id}] expected failure on {self.adapter.name}: {reason}")
 
 
+def _registered(adapter_key: str, attribute: str, default):
+    """An attribute of the adapter's registry entry; ``default`` for adapters
+    from elsewhere (--adapter-object, --adapter-command)."""
+    from adapters import registry
+    try:
+        return getattr(registry.known(adapter_key), attribute)
+    except KeyError:
+        return default
+
+
 def data_draws(adapter_key: str):
     """Strategy for the (seed, weight scale) pairs of one example: as many as
     the adapter's ``data_per_example`` (adapters/registry.py), each a case of
     its own on the example's configuration."""
     from hypothesis import strategies as st
-    from adapters import registry
     from conformance.strategies import WEIGHT_SCALES, seeds
-    try:
-        n = max(1, registry.known(adapter_key).data_per_example)
-    except KeyError:
-        n = 1
+    n = max(1, _registered(adapter_key, "data_per_example", 1))
     return st.lists(st.tuples(seeds(), st.sampled_from(WEIGHT_SCALES)), min_size=n, max_size=n)
 
 
 def examples_for(adapter_key: str):
     """Hypothesis settings giving this adapter its share of the profile's examples."""
     from hypothesis import settings
-    from adapters import registry
-    try:
-        share = registry.known(adapter_key).example_share
-    except KeyError:
-        share = 1.0
+    share = _registered(adapter_key, "example_share", 1.0)
     current = settings()
     return settings(current, max_examples=max(3, round(current.max_examples * share)))
 

@@ -32,23 +32,12 @@ def test_gradients_match_oracle(adapter_name, clause_id, adapters, spec, record,
     @given(drawn=configs(spec, focus=focus, caps=caps, size=size),
            data=harness.data_draws(adapter_name), dtype=st.sampled_from(dtypes))
     def example(drawn, data, dtype):
-        for k, (seed, scale) in enumerate(data):
-            case = make_case(spec, drawn, seed, dtype=dtype, scale=scale, cotangent=True,
-                             initial_state=caps.initial_state)
-            if k == 0:
-                ctx.steer(drawn, case.dtype)
-            outcome = adapter.run(case)
-            verdict = tolerance.judge_gradients(case, outcome)
-            if verdict.unjudged:
-                ctx.not_judged(verdict.unjudged)
-                continue
-            problem = None
-            if not verdict.passed:
-                again = tolerance.judge_gradients(case, adapter.run(case))
-                kind = ("gradients diverge from the oracle" if not again.passed
-                        else "gradients are nondeterministic: a second run passed")
-                problem = f"{kind}\n  " + verdict.describe().replace("\n", "\n  ")
-            ctx.conclude(drawn, case, problem, errors=verdict.errors, outcome=outcome)
+        ctx.judge_cases(
+            drawn, data,
+            lambda seed, scale: make_case(spec, drawn, seed, dtype=dtype, scale=scale,
+                                          cotangent=True, initial_state=caps.initial_state),
+            tolerance.judge_gradients, "gradients diverge from the oracle",
+            "gradients are nondeterministic: a second run passed")
 
     example()
     ctx.finish()

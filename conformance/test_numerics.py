@@ -41,22 +41,11 @@ def test_matches_oracle(adapter_name, clause_id, adapters, spec, record, results
     def example(drawn, data, dtype):
         if clause.defaults_only:
             drawn = harness.strip_to_required(spec, drawn)
-        for k, (seed, scale) in enumerate(data):
-            case = make_case(spec, drawn, seed, dtype=dtype, scale=scale, **options)
-            if k == 0:
-                ctx.steer(drawn, case.dtype)
-            outcome = adapter.run(case)
-            verdict = tolerance.judge(case, outcome)
-            if verdict.unjudged:
-                ctx.not_judged(verdict.unjudged)
-                continue
-            problem = None
-            if not verdict.passed:
-                again = tolerance.judge(case, adapter.run(case))
-                kind = ("diverges from the oracle" if not again.passed
-                        else "is nondeterministic: a second run of the same case passed")
-                problem = f"{kind}\n  " + verdict.describe().replace("\n", "\n  ")
-            ctx.conclude(drawn, case, problem, errors=verdict.errors, outcome=outcome)
+        ctx.judge_cases(
+            drawn, data,
+            lambda seed, scale: make_case(spec, drawn, seed, dtype=dtype, scale=scale, **options),
+            tolerance.judge, "diverges from the oracle",
+            "is nondeterministic: a second run of the same case passed")
 
     example()
     ctx.finish()
