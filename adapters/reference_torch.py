@@ -936,12 +936,11 @@ def forward_infer(plan: _Plan, x, K, U, bias, h0, c0, mask):
     # Batch slices write their rows of the results in place, each on its own
     # core: no concatenation afterwards (megabytes copied on one core while
     # the other waits, and the results held twice).
-    spec, g = plan.spec, plan.geo
-    state = (g.B, g.Ho, g.Wo, spec.filters)
+    out_shape, state = _result_shapes(plan)
     h_all = torch.empty(state, dtype=plan.dtype, device=plan.device)
     c_all = torch.empty(state, dtype=plan.dtype, device=plan.device)
-    if spec.return_sequences:
-        out_all = torch.empty((g.B, g.T) + state[1:], dtype=plan.dtype, device=plan.device)
+    if plan.spec.return_sequences:
+        out_all = torch.empty(out_shape, dtype=plan.dtype, device=plan.device)
     else:   # the last output is the last h, except where a mask holds it back
         out_all = h_all if mask is None else torch.empty_like(h_all)
 
@@ -951,6 +950,13 @@ def forward_infer(plan: _Plan, x, K, U, bias, h0, c0, mask):
 
     _run_parts(plan, part)
     return out_all, h_all, c_all
+
+
+def _result_shapes(plan: _Plan) -> tuple[tuple, tuple]:
+    """(output, state) shapes of a whole batch's results, physically NHWC."""
+    g = plan.geo
+    state = (g.B, g.Ho, g.Wo, plan.spec.filters)
+    return ((g.B, g.T) + state[1:] if plan.spec.return_sequences else state), state
 
 
 def _infer(plan: _Plan, x, K, U, bias, h0, c0, mask, dest=None):
@@ -1313,15 +1319,13 @@ def forward_backward(plan: _Plan, x, K, U, bias, h0, c0, mask, cotangent=None,
     # gradients, to which every slice contributes, are summed afterwards.
     dest = None
     if _part_count(plan) > 1:
-        spec, g = plan.spec, plan.geo
-        state = (g.B, g.Ho, g.Wo, spec.filters)
-        seq = (g.B, g.T) + state[1:] if spec.return_sequences else state
+        out_shape, state = _result_shapes(plan)
 
         def like(shape, present=True):
             return torch.empty(shape, dtype=plan.dtype, device=plan.device) if present else None
 
         per_sample = (x, None, None, None, h0, c0)
-        dest = ((like(seq), like(state), like(state)),
+        dest = ((like(out_shape), like(state), like(state)),
                 tuple(like(a.shape, want) if a is not None else None for a in per_sample))
 
     def part(sub, lo, hi):
