@@ -13,6 +13,13 @@ same process it shows how far the convolutions are from the machine's ceiling:
 
 The numbers are meaningful only for sizes that take the convolution-library
 path (S and L; the fuzzer size runs one C call, no conv2d).
+
+It then times the C gate arithmetic alone, on one batch slice's step with the
+same shapes, and the float32 sigmoid it evaluates five times per cell element
+(three gates, and tanh twice as 2 sigmoid(2x) - 1), and prints the lower bound
+these give for a forward pass by direct convolution on this machine: the
+convolutions' work at the GEMM rate plus five sigmoids per cell element, on
+every core.
 """
 from __future__ import annotations
 
@@ -92,7 +99,44 @@ def main(argv=None) -> int:
           f"{work / 1e9:.1f} GFLOP = {work / conv / 1e6:.0f} GFLOP/s; "
           f"numpy float32 GEMM 2048^3 here: {gemm:.0f} GFLOP/s; native kernel: "
           f"{'yes' if plan.native_gates is not None else 'no'}")
+    if plan.native_gates is None:
+        return 0
+    gate_ns, sigmoid_ns = gate_costs(plan, args.repeats)
+    cells = size["B"] * size["T"] * Ho * Wo * size["F"]
+    cores = rt._part_count(plan)
+    floor = 1e3 * work / (gemm * 1e9) + 1e-6 * cells * 5 * sigmoid_ns / cores
+    print(f"gate arithmetic alone: {gate_ns:.2f} ns per cell element; one float32 sigmoid "
+          f"{sigmoid_ns:.2f} ns, five per cell element {5 * sigmoid_ns:.2f} ns; "
+          f"{cells / 1e6:.1f} M cell elements on {cores} core(s)")
+    print(f"floor by direct convolution: {floor:.1f} ms (convolutions at the GEMM rate, "
+          f"five sigmoids per cell element, nothing else); this forward is "
+          f"{full / floor:.2f}x that")
     return 0
+
+
+def gate_costs(plan, repeats: int) -> tuple[float, float]:
+    """ns per cell element of the C gate kernel on one batch slice's step
+    (L2-sized or not, as in the forward), and ns per element of the kernel's
+    float32 sigmoid over the same number of values."""
+    import numpy as np
+    import torch
+    from adapters import native
+
+    g = plan.geo
+    rows = -(-g.B // rt._part_count(plan))
+    F = plan.spec.filters
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn((rows, g.Ho, g.Wo, 4 * F), generator=gen, dtype=plan.dtype) * 2
+    c = torch.randn((rows, g.Ho, g.Wo, F), generator=gen, dtype=plan.dtype)
+    h = torch.empty_like(c)
+    n = c.numel()
+    step = median_ms(lambda: rt._gates_in_c(plan, z, c, h, None), repeats * 5)
+    v = (np.random.default_rng(0).standard_normal(n) * 4).astype(np.float32)
+    lib = native.library()
+    ptr = v.ctypes.data
+    one = median_ms(lambda: lib.activation_f32(ptr, n, native.ACTIVATIONS["sigmoid"]),
+                    repeats * 5)
+    return 1e6 * step / n, 1e6 * one / n
 
 
 if __name__ == "__main__":

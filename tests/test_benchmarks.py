@@ -51,6 +51,20 @@ def test_reference_breakdown_splits_the_time(capsys):
         r"forward ([\d.]+) ms; without the convolutions ([\d.]+) ms.*convolutions ([\d.]+) ms",
         line).groups())
     assert 0 < rest < full and abs(full - rest - conv) < 0.2, line
+    # The gate arithmetic and the floor it implies are reported beside the split.
+    gate, sigmoid, five = (float(v) for v in re.search(
+        r"gate arithmetic alone: ([\d.]+) ns.*sigmoid ([\d.]+) ns, five per cell element "
+        r"([\d.]+) ns", line).groups())
+    assert gate > 0 and sigmoid > 0 and abs(five - 5 * sigmoid) < 0.05, line
+    floor = float(re.search(r"floor by direct convolution: ([\d.]+) ms", line).group(1))
+    work, gemm = (float(v) for v in re.search(
+        r"([\d.]+) GFLOP = .*GEMM 2048\^3 here: ([\d.]+) GFLOP/s", line).groups())
+    cells, cores = (float(v) for v in re.search(
+        r"([\d.]+) M cell elements on (\d+) core", line).groups())
+    # Rebuilt from the printed (rounded) figures: the convolutions' work at the
+    # GEMM rate plus five sigmoids per cell element on every core.
+    expected = 1e3 * work / gemm + cells * five / cores
+    assert abs(floor - expected) < 0.01 * expected, (floor, expected, line)
 
 
 def test_new_configuration_cpu_time_is_read_from_the_worker():
