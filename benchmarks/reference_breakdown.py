@@ -10,6 +10,7 @@ same process it shows how far the convolutions are from the machine's ceiling:
 
     .venv/bin/python benchmarks/reference_breakdown.py            # S
     .venv/bin/python benchmarks/reference_breakdown.py --size L --repeats 5
+    .venv/bin/python benchmarks/reference_breakdown.py --mode fwdbwd
 
 The numbers are meaningful only for sizes that take the convolution-library
 path (S and L; the fuzzer size runs one C call, no conv2d).
@@ -20,6 +21,14 @@ same shapes, and the float32 sigmoid it evaluates five times per cell element
 these give for a forward pass by direct convolution on this machine: the
 convolutions' work at the GEMM rate plus five sigmoids per cell element, on
 every core.
+
+``--mode fwdbwd`` profiles forward+backward instead (the gradients of
+bench_speed.py's fwdbwd row) on one core, with the batch in one slice so the
+profiler sees every operator: CPU time of the forward convolutions, the input
+gradients (oneDNN), the weight-gradient GEMMs, copies, the cell forward and
+backward, and the rest, with the GEMM rate of the first three against
+torch's GEMM on one thread.  Divided by the cores, the sum estimates the
+parallel wall time.
 """
 from __future__ import annotations
 
@@ -56,7 +65,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="S", choices=sorted(bs.SIZES))
     ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--mode", default="fwd", choices=("fwd", "fwdbwd"))
     args = ap.parse_args(argv)
+    if args.mode == "fwdbwd":
+        return forward_backward_profile(args)
     size = bs.SIZES[args.size]
     arrays = bs.canonical_arrays(size)
     spec = rt.parse_config(dict(filters=size["F"], kernel_size=size["k"],
@@ -111,6 +123,81 @@ def main(argv=None) -> int:
     print(f"floor by direct convolution: {floor:.1f} ms (convolutions at the GEMM rate, "
           f"five sigmoids per cell element, nothing else); this forward is "
           f"{full / floor:.2f}x that")
+    return 0
+
+
+# Profiler operator names -> what they are in the training path of
+# reference_torch (its autograd Functions are named ConvStep and LSTMCell).
+PROFILE_PARTS = {
+    "aten::mkldnn_convolution": "forward convolutions",
+    "aten::convolution_backward": "input gradients (oneDNN)",
+    "aten::addmm_": "weight gradients (GEMM)",
+    "aten::copy_": "copies (im2col slabs, states)",
+    "LSTMCell": "cell forward",
+    "LSTMCellBackward": "cell backward",
+}
+GEMM_PARTS = ("forward convolutions", "input gradients (oneDNN)", "weight gradients (GEMM)")
+
+
+def forward_backward_profile(args) -> int:
+    import torch
+
+    cores = torch.get_num_threads()
+    torch.set_num_threads(1)       # one batch slice on this thread: the profiler sees it all
+    try:
+        return _profile_one_core(args, cores)
+    finally:
+        torch.set_num_threads(cores)
+
+
+def _profile_one_core(args, cores: int) -> int:
+    import numpy as np
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    size = bs.SIZES[args.size]
+    arrays = bs.canonical_arrays(size)
+    spec = rt.parse_config(dict(filters=size["F"], kernel_size=size["k"],
+                                padding=size["padding"]))
+    geo = rt.geometry(spec, arrays["x"].shape)
+    plan = rt.make_plan(spec, geo, torch.float32, torch.device("cpu"))
+    if rt._part_count(plan) != 1:
+        print(f"size {args.size} runs in several batch slices even on one thread")
+        return 1
+    t = {k: torch.from_numpy(v) for k, v in arrays.items()}
+    Ho, Wo = bs.out_hw(size)
+    cot = torch.ones((size["B"], Ho, Wo, size["F"]))
+
+    def call():
+        rt.forward_backward(plan, t["x"], t["kernel"], t["recurrent_kernel"], t["bias"],
+                            None, None, None, cot)
+
+    wall = median_ms(call, max(1, args.repeats // 3))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        call()
+    parts: dict = {}
+    for e in prof.key_averages():
+        name = PROFILE_PARTS.get(e.key, "other")
+        parts[name] = parts.get(name, 0.0) + e.self_cpu_time_total / 1e3
+    total = sum(parts.values())
+    # Each GEMM part does the forward's work once: the forward convolutions,
+    # their input gradients and their weight gradients (no recurrent term at
+    # the first step in any of them).
+    work = bs.flops(size) - 2.0 * size["B"] * Ho * Wo * 4 * size["F"] * size["k"] ** 2 * size["F"]
+    a = torch.from_numpy(np.random.default_rng(0).standard_normal((2048, 2048), np.float32))
+    gemm = 2 * 2048 ** 3 / (median_ms(lambda: a @ a, 3) / 1e3) / 1e9   # torch: one thread
+    print(f"size {args.size} forward+backward on one core: {wall:.0f} ms a call; profiled "
+          f"{total:.0f} ms of CPU time; torch float32 GEMM 2048^3 on one core: "
+          f"{gemm:.0f} GFLOP/s")
+    for name in list(PROFILE_PARTS.values()) + ["other"]:
+        ms = parts.get(name, 0.0)
+        rate = (f", {work / 1e9:.1f} GFLOP = {work / ms / 1e6:.0f} GFLOP/s"
+                if name in GEMM_PARTS and ms > 0 else "")
+        print(f"  {name}: {ms:.1f} ms{rate}")
+    at_gemm = 3e3 * work / (gemm * 1e9)
+    print(f"on {cores} cores: about {total / cores:.0f} ms; the GEMM parts at the GEMM rate "
+          f"alone {at_gemm / cores:.0f} ms, everything else now "
+          f"{(total - sum(parts.get(n, 0.0) for n in GEMM_PARTS)) / cores:.0f} ms")
     return 0
 
 

@@ -67,6 +67,33 @@ def test_reference_breakdown_splits_the_time(capsys):
     assert abs(floor - expected) < 0.01 * expected, (floor, expected, line)
 
 
+def test_reference_breakdown_profiles_forward_backward(capsys):
+    """The forward+backward profile: every part reported, parts adding up to
+    the profiled total, the GEMM parts with their rate, and torch's thread
+    count restored afterwards."""
+    import importlib.util
+    import re
+    if importlib.util.find_spec("torch") is None:
+        import pytest
+        pytest.skip("torch is not installed")
+    import torch
+    import reference_breakdown
+    threads = torch.get_num_threads()
+    assert reference_breakdown.main(["--mode", "fwdbwd", "--repeats", "1"]) == 0
+    assert torch.get_num_threads() == threads, "the profile left torch on one thread"
+    out = capsys.readouterr().out
+    total = float(re.search(r"profiled ([\d.]+) ms of CPU time", out).group(1))
+    parts = {name: float(ms) for name, ms in re.findall(r"^  ([^:]+): ([\d.]+) ms", out, re.M)}
+    expected = set(reference_breakdown.PROFILE_PARTS.values()) | {"other"}
+    assert set(parts) == expected, out
+    assert abs(sum(parts.values()) - total) <= 0.01 * total + 1, out
+    for name in reference_breakdown.PROFILE_PARTS.values():
+        # A renamed operator or Function would fall into "other" unnoticed.
+        assert parts[name] > 0, f"{name}: the profile saw no such operator\n{out}"
+    for name in reference_breakdown.GEMM_PARTS:
+        assert re.search(re.escape(name) + r": [\d.]+ ms, [\d.]+ GFLOP = \d+ GFLOP/s", out), out
+
+
 def test_new_configuration_cpu_time_is_read_from_the_worker():
     """compile_cost reads the CPU time of the worker process that ran the case
     (not this process's), and compile_bound turns it into a rate."""
