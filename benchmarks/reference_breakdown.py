@@ -47,6 +47,25 @@ from adapters import reference_torch as rt  # noqa: E402  (before torch: its Ope
 import bench_speed as bs  # noqa: E402
 
 
+def setup(name: str):
+    """(size, plan, canonical tensors) for a float32 CPU forward of a bench size."""
+    import torch
+    size = bs.SIZES[name]
+    arrays = bs.canonical_arrays(size)
+    spec = rt.parse_config(dict(filters=size["F"], kernel_size=size["k"],
+                                padding=size["padding"]))
+    geo = rt.geometry(spec, arrays["x"].shape)
+    plan = rt.make_plan(spec, geo, torch.float32, torch.device("cpu"))
+    return size, plan, {k: torch.from_numpy(v) for k, v in arrays.items()}
+
+
+def reference_work(size: dict) -> float:
+    """FLOP of the reference's convolutions in one forward: the direct count
+    less the recurrent half of the first step, which it skips (h = 0)."""
+    Ho, Wo = bs.out_hw(size)
+    return bs.flops(size) - 2.0 * size["B"] * Ho * Wo * 4 * size["F"] * size["k"] ** 2 * size["F"]
+
+
 def median_ms(fn, repeats: int) -> float:
     fn()
     times = []
@@ -69,13 +88,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.mode == "fwdbwd":
         return forward_backward_profile(args)
-    size = bs.SIZES[args.size]
-    arrays = bs.canonical_arrays(size)
-    spec = rt.parse_config(dict(filters=size["F"], kernel_size=size["k"],
-                                padding=size["padding"]))
-    geo = rt.geometry(spec, arrays["x"].shape)
-    plan = rt.make_plan(spec, geo, torch.float32, torch.device("cpu"))
-    t = {k: torch.from_numpy(v) for k, v in arrays.items()}
+    size, plan, t = setup(args.size)
 
     def call():
         with torch.no_grad():
@@ -101,8 +114,7 @@ def main(argv=None) -> int:
         print(f"size {args.size} does not use conv2d (small problem path): nothing to split")
         return 1
     Ho, Wo = bs.out_hw(size)
-    # The reference skips the recurrent half of the first step (h = 0).
-    work = bs.flops(size) - 2.0 * size["B"] * Ho * Wo * 4 * size["F"] * size["k"] ** 2 * size["F"]
+    work = reference_work(size)
     conv = full - rest
     a = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)
     gemm = 2 * 2048 ** 3 / (median_ms(lambda: a @ a, 5) / 1e3) / 1e9
@@ -155,16 +167,10 @@ def _profile_one_core(args, cores: int) -> int:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    size = bs.SIZES[args.size]
-    arrays = bs.canonical_arrays(size)
-    spec = rt.parse_config(dict(filters=size["F"], kernel_size=size["k"],
-                                padding=size["padding"]))
-    geo = rt.geometry(spec, arrays["x"].shape)
-    plan = rt.make_plan(spec, geo, torch.float32, torch.device("cpu"))
+    size, plan, t = setup(args.size)
     if rt._part_count(plan) != 1:
         print(f"size {args.size} runs in several batch slices even on one thread")
         return 1
-    t = {k: torch.from_numpy(v) for k, v in arrays.items()}
     Ho, Wo = bs.out_hw(size)
     cot = torch.ones((size["B"], Ho, Wo, size["F"]))
 
@@ -181,9 +187,8 @@ def _profile_one_core(args, cores: int) -> int:
         parts[name] = parts.get(name, 0.0) + e.self_cpu_time_total / 1e3
     total = sum(parts.values())
     # Each GEMM part does the forward's work once: the forward convolutions,
-    # their input gradients and their weight gradients (no recurrent term at
-    # the first step in any of them).
-    work = bs.flops(size) - 2.0 * size["B"] * Ho * Wo * 4 * size["F"] * size["k"] ** 2 * size["F"]
+    # their input gradients and their weight gradients.
+    work = reference_work(size)
     a = torch.from_numpy(np.random.default_rng(0).standard_normal((2048, 2048), np.float32))
     gemm = 2 * 2048 ** 3 / (median_ms(lambda: a @ a, 3) / 1e3) / 1e9   # torch: one thread
     print(f"size {args.size} forward+backward on one core: {wall:.0f} ms a call; profiled "
