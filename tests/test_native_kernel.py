@@ -315,3 +315,36 @@ def test_training_cell_matches_the_operator_cell(lib, config):
                               (*got[0], *got[1]), (*want[0], *want[1])):
             np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-10, atol=1e-12,
                                        err_msg=f"{name}, small={small}")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("have_dh,have_dc", [(True, True), (True, False), (False, True),
+                                             (False, False)],
+                         ids=["dh+dc", "dh", "dc", "none"])
+def test_cell_backward_for_each_cotangent_present(lib, dtype, have_dh, have_dc):
+    """lstm_cell_bwd_* runs one loop per combination of the cotangents it is
+    given (either may be NULL); each must compute the cell's backward, with a
+    missing cotangent counting as zero."""
+    rng = np.random.default_rng(5)
+    n, F = 37, 5          # positions, channels: not multiples of a vector width
+    a = rng.uniform(0.02, 0.98, (n, 4 * F))
+    a[:, 3 * F:] = rng.uniform(-0.98, 0.98, (n, F))        # the c gate is a tanh
+    c, c_new, dh, dc_new = (rng.standard_normal((n, F)) for _ in range(4))
+    a, c, c_new, dh, dc_new = (v.astype(dtype) for v in (a, c, c_new, dh, dc_new))
+    dz, dc_prev = np.empty_like(a), np.empty_like(c)
+    fn = lib.lstm_cell_bwd_f64 if dtype == "float64" else lib.lstm_cell_bwd_f32
+    fn(n, F, a.ctypes.data, c.ctypes.data, c_new.ctypes.data,
+       dh.ctypes.data if have_dh else None, dc_new.ctypes.data if have_dc else None,
+       dz.ctypes.data, dc_prev.ctypes.data)
+
+    w = np.float64
+    i, f, o, g = (a[:, k * F:(k + 1) * F].astype(w) for k in range(4))
+    tc = np.tanh(c_new.astype(w))
+    dhe = dh.astype(w) if have_dh else np.zeros((n, F))
+    dc = (dc_new.astype(w) if have_dc else 0.0) + dhe * o * (1 - tc * tc)
+    want_dz = np.concatenate([dc * g * i * (1 - i), dc * c * f * (1 - f),
+                              dhe * tc * o * (1 - o), dc * i * (1 - g * g)], axis=1)
+    tol = dict(rtol=1e-12, atol=1e-14) if dtype == "float64" else dict(rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(dz, want_dz, **tol, err_msg=f"dz, dh={have_dh}, dc'={have_dc}")
+    np.testing.assert_allclose(dc_prev, dc * f, **tol,
+                               err_msg=f"dc_prev, dh={have_dh}, dc'={have_dc}")

@@ -345,6 +345,29 @@ int NAME(const int64_t *g, const T *z, T *c, T *h, T *out)                      
 DEFINE_GATES(lstm_gates_f32, float, sigmoid_f32, tanh_f32, act_f32)
 DEFINE_GATES(lstm_gates_f64, double, sigmoid_f64, tanh_f64, act_f64)
 
+/* The backward's loop for one combination of the cotangents present: DHE
+ * and DCE are an element's dh and dc' (a load, or 0).  BWD picks one of four
+ * copies before looping: with the choice inside the loop (a load through a
+ * pointer that may be NULL) the compiler does not vectorize it, and the
+ * backward took 9.2 instead of 1.8 ns per cell element. */
+#define CELL_BWD_LOOP(T, TANH, DHE, DCE)                                                 \
+    for (int64_t p = 0; p < n; p++) {                                                    \
+        const T *ap = a + p * 4 * F;                                                     \
+        T *dzp = dz + p * 4 * F;                                                         \
+        for (int64_t f = 0; f < F; f++) {                                                \
+            const int64_t e = p * F + f;                                                 \
+            const T i = ap[f], fg = ap[F + f], o = ap[2 * F + f], g = ap[3 * F + f];     \
+            const T tc = TANH(c_new[e]);                                                 \
+            const T dhe = (DHE);                                                         \
+            const T dc = (DCE) + dhe * o * ((T)1 - tc * tc);                             \
+            dzp[f] = dc * g * i * ((T)1 - i);                                            \
+            dzp[F + f] = dc * c[e] * fg * ((T)1 - fg);                                   \
+            dzp[2 * F + f] = dhe * tc * o * ((T)1 - o);                                  \
+            dzp[3 * F + f] = dc * i * ((T)1 - g * g);                                    \
+            dc_prev[e] = dc * fg;                                                        \
+        }                                                                                \
+    }
+
 /* The training path's cell, tanh/sigmoid only, over n positions with
  * contiguous channels: forward from z (n, 4F; order i, f, o, c; unscaled) and
  * the previous c to the activated gates a (n, 4F), c' and h; backward from a,
@@ -373,22 +396,10 @@ void BWD(int64_t n, int64_t F, const T *restrict a, const T *restrict c,        
          const T *restrict c_new, const T *restrict dh, const T *restrict dc_new,        \
          T *restrict dz, T *restrict dc_prev)                                            \
 {                                                                                        \
-    for (int64_t p = 0; p < n; p++) {                                                    \
-        const T *ap = a + p * 4 * F;                                                     \
-        T *dzp = dz + p * 4 * F;                                                         \
-        for (int64_t f = 0; f < F; f++) {                                                \
-            const int64_t e = p * F + f;                                                 \
-            const T i = ap[f], fg = ap[F + f], o = ap[2 * F + f], g = ap[3 * F + f];     \
-            const T tc = TANH(c_new[e]);                                                 \
-            const T dhe = dh ? dh[e] : (T)0;                                             \
-            const T dc = (dc_new ? dc_new[e] : (T)0) + dhe * o * ((T)1 - tc * tc);       \
-            dzp[f] = dc * g * i * ((T)1 - i);                                            \
-            dzp[F + f] = dc * c[e] * fg * ((T)1 - fg);                                   \
-            dzp[2 * F + f] = dhe * tc * o * ((T)1 - o);                                  \
-            dzp[3 * F + f] = dc * i * ((T)1 - g * g);                                    \
-            dc_prev[e] = dc * fg;                                                        \
-        }                                                                                \
-    }                                                                                    \
+    if (dh && dc_new) { CELL_BWD_LOOP(T, TANH, dh[e], dc_new[e]) }                       \
+    else if (dh) { CELL_BWD_LOOP(T, TANH, dh[e], (T)0) }                                 \
+    else if (dc_new) { CELL_BWD_LOOP(T, TANH, (T)0, dc_new[e]) }                         \
+    else { CELL_BWD_LOOP(T, TANH, (T)0, (T)0) }                                          \
 }
 
 DEFINE_CELL(lstm_cell_fwd_f32, lstm_cell_bwd_f32, float, sigmoid_f32, tanh_f32)
