@@ -348,8 +348,9 @@ DEFINE_GATES(lstm_gates_f64, double, sigmoid_f64, tanh_f64, act_f64)
 /* The backward's loop for one combination of the cotangents present: DHE
  * and DCE are an element's dh and dc' (a load, or 0).  BWD picks one of four
  * copies before looping: with the choice inside the loop (a load through a
- * pointer that may be NULL) the compiler does not vectorize it, and the
- * backward took 9.2 instead of 1.8 ns per cell element. */
+ * pointer that may be NULL) the compiler does not vectorize it, and S
+ * forward+backward spent 107-126 instead of 31 ms of one core in the cell
+ * backward (benchmarks/reference_breakdown.py --mode fwdbwd). */
 #define CELL_BWD_LOOP(T, TANH, DHE, DCE)                                                 \
     for (int64_t p = 0; p < n; p++) {                                                    \
         const T *ap = a + p * 4 * F;                                                     \
