@@ -26,6 +26,12 @@ Same contract as the float64 oracle (Keras 3 semantics, see
   kernels of ``adapters/native`` are available, a step's gate arithmetic is
   one C call (:func:`_gates_in_c`) reading and writing every position once,
   where the operators make ten passes over megabytes.
+* Big float32 problems with 3x3 kernels compute the recurrent convolution (and
+  the input one where x_t rides along, see :func:`_infer`) by Winograd's
+  F(2x2, 3x3) in C (``adapters/native/winograd.c``, :func:`_conv3x3_in_c`):
+  16 multiplications per 2x2 output tile where direct convolution takes 36.
+  The direct convolution already ran at the machine's GEMM rate, so no
+  formulation of it could go faster.
 * Small problems replace the library convolution by im2col GEMMs and run on
   one thread: oneDNN's per-call overhead (~50 us) and OpenMP's fork/join
   dominate at those sizes, so that path is written for operator count.  Where
@@ -113,6 +119,14 @@ SMALL_ROWS = 2048
 #: to F = 16, and in float64 (half the lanes per vector) 0.4x to 0.9x up to
 #: F = 8 but 1.1x-1.2x at F = 16.  Past F = 16 it is 1.3x-3.9x slower.
 NATIVE_MAX_FILTERS = {"float32": 16, "float64": 8}
+#: Fewest input channels a Winograd convolution sums over.  Its rounding
+#: errors scale with products of weights and inputs that direct convolution
+#: never forms (each transform mixes a 4x4 tile), so they are bounded by the
+#: tolerance model's direct-summation magnitude only where many channel
+#: products average out: measured on dense data against that bound
+#: (tests/test_winograd.py), the worst element used 0.62 of it at one channel
+#: and 0.015 at eight.
+WINOGRAD_MIN_CHANNELS = 8
 
 
 @dataclass(frozen=True)
@@ -562,6 +576,8 @@ class _Plan:
     native_gates: Any = None
     # The C training cell (forward, backward) for tanh/sigmoid layers, or None.
     native_cell: Any = None
+    # The C Winograd convolution for the 3x3 recurrent convolution, or None.
+    winograd: Any = None
 
 
 def make_plan(spec: LayerSpec, geo: Geometry, dtype, device) -> _Plan:
@@ -583,6 +599,7 @@ def make_plan(spec: LayerSpec, geo: Geometry, dtype, device) -> _Plan:
         plan.native = _native_call(plan, lib)
         plan.native_gates = _native_gates(plan, lib)
         plan.native_cell = _native_cell(plan, lib)
+        plan.winograd = _native_winograd(plan, lib)
     return plan
 
 
@@ -858,6 +875,57 @@ def _native_cell(plan: _Plan, lib):
     return getattr(lib, "lstm_cell_fwd_" + suffix), getattr(lib, "lstm_cell_bwd_" + suffix)
 
 
+def _native_winograd(plan: _Plan, lib):
+    """``lib``'s Winograd convolution where it computes this plan's recurrent
+    convolution: big float32 problems with a 3x3 kernel, 4F a multiple of 8
+    (its vector width) and at least WINOGRAD_MIN_CHANNELS filters, else None.
+    Small problems keep the im2col path: their GEMMs are too short for the
+    transforms to pay.  ``CONVLSTM_WINOGRAD=0`` turns it off."""
+    import torch
+    if os.environ.get("CONVLSTM_WINOGRAD", "1") == "0":
+        return None
+    if plan.small or plan.dtype != torch.float32 or plan.spec.kernel != (3, 3):
+        return None
+    F = plan.spec.filters
+    if (4 * F) % 8 or F < WINOGRAD_MIN_CHANNELS:
+        return None
+    return lib.winograd3x3_f32
+
+
+# F(2x2, 3x3)'s filter transform (adapters/native/winograd.c): entries 0,
+# +-1/2 and 1, so U = G w G^T is exact in float64 before its one rounding.
+_WINOGRAD_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+
+
+def _winograd_weights(w):
+    """Weights (3, 3, K, N) -> (16, K, N) float32 contiguous, U = G w G^T per
+    channel pair, computed in float64 and rounded once."""
+    import torch
+    G = torch.tensor(_WINOGRAD_G, dtype=torch.float64, device=w.device)
+    u = torch.einsum("ra,abkn,sb->rskn", G, w.to(torch.float64), G)
+    return u.reshape(16, w.shape[2], w.shape[3]).to(torch.float32).contiguous()
+
+
+def _conv3x3_in_c(plan: _Plan, xp, U, out, *, k0: int = 0, k1: int | None = None,
+                  bias=None, accumulate: bool = False) -> None:
+    """out (B, H', W', N) = (or +=) the 3x3 convolution of xp[..., k0:k1] by
+    the Winograd weights U (16, K, N) rows k0:k1 (plus bias), one thread.
+
+    xp is the zero-bordered input (B, H'+2, W'+2, K): output (y, x) reads
+    rows y..y+2 and columns x..x+2.  xp and out need unit channel stride."""
+    K, N = U.shape[1], U.shape[2]
+    k1 = K if k1 is None else k1
+    if xp.stride(3) != 1 or out.stride(3) != 1 or U.stride(2) != 1:
+        raise ValueError("the C Winograd convolution needs contiguous channels")
+    B, Ho, Wo, _ = out.shape
+    g = native.geometry_array((B, Ho, Wo, xp.shape[1], xp.shape[2], k1 - k0, N,
+                               int(accumulate), 0, K * N, *xp.stride()[:3], *out.stride()[:3]))
+    status = plan.winograd(g, xp.data_ptr() + 4 * k0, U.data_ptr() + 4 * k0 * N,
+                           bias.data_ptr() if bias is not None else None, out.data_ptr())
+    if status != 0:
+        raise MemoryError("the C Winograd convolution could not allocate its blocks")
+
+
 def _gates_in_c(plan: _Plan, z, c, h, out) -> None:
     """z (B, H', W', 4F) pre-activations in the internal gate order, unscaled
     -> c updated in place, h (a view into the state buffer) and out (the
@@ -1000,16 +1068,22 @@ def _infer(plan: _Plan, x, K, U, bias, h0, c0, mask, dest=None):
     if h0 is not None:
         h.copy_(_state_to_nhwc(h0, spec))
         c.copy_(_state_to_nhwc(c0, spec))
+    wino = plan.winograd is not None
     if ride:
         xin = hp[:, rt:rt + Ho, rl:rl + Wo, F:]
         frames = x.permute(0, 1, 3, 4, 2) if spec.channels_first else x   # B, T, H, W, C
         Wc = _conv_weight(torch.cat([Ui, Ki], dim=2))
+        if wino:
+            Uw = _winograd_weights(torch.cat([Ui, Ki], dim=2))
+            zbuf = torch.empty((B, Ho, Wo, 4 * F), dtype=dt, device=dev)
     else:
         project = _Projector(plan, Ki, bi)
         frames = _frames_time_major(x, spec)                               # T, B, H, W, C
         steps_per_chunk = _chunk_steps(plan)
         U2 = Ui.reshape(kh * kw * F, 4 * F)
         Wc = _conv_weight(Ui)
+        if wino:
+            Uw = _winograd_weights(Ui)
     hp_nchw = hp.permute(0, 3, 1, 2)
     tmp = torch.empty((B, Ho, Wo, F), dtype=dt, device=dev)
 
@@ -1031,7 +1105,11 @@ def _infer(plan: _Plan, x, K, U, bias, h0, c0, mask, dest=None):
     for s in range(T):
         if ride:
             xin.copy_(frames[:, T - 1 - s if spec.go_backwards else s])
-            if s == 0 and zero_h:
+            first = s == 0 and zero_h        # the input channels only
+            if wino and not (first and g.C < WINOGRAD_MIN_CHANNELS):
+                z = zbuf
+                _conv3x3_in_c(plan, hp, Uw, z, k0=F if first else 0, bias=bi)
+            elif first:
                 z = tf.conv2d(hp_nchw[:, F:], _conv_weight(Ki), bi).permute(0, 2, 3, 1)
             else:
                 z = tf.conv2d(hp_nchw, Wc, bi).permute(0, 2, 3, 1)
@@ -1048,6 +1126,9 @@ def _infer(plan: _Plan, x, K, U, bias, h0, c0, mask, dest=None):
                 z = torch.addmm(xs.reshape(B * Ho * Wo, 4 * F),
                                 _im2col(hp, kh, kw, 1, 1, 1, 1, Ho, Wo), U2)
                 z = z.view(B, Ho, Wo, 4 * F)
+            elif wino and xs.stride(3) == 1:
+                z = xs      # accumulated into in place, as at the first step
+                _conv3x3_in_c(plan, hp, Uw, z, accumulate=True)
             else:
                 z = tf.conv2d(hp_nchw, Wc).permute(0, 2, 3, 1)
                 z.add_(xs)

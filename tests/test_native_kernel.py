@@ -220,7 +220,7 @@ def test_failed_build_is_reported_not_raised(monkeypatch, tmp_path):
     monkeypatch.setenv("CONVLSTM_NATIVE_DIR", str(tmp_path))
     bad = tmp_path / "broken.c"
     bad.write_text("this is not C\n")
-    monkeypatch.setattr(native, "SOURCE", bad)
+    monkeypatch.setattr(native, "SOURCES", (bad,) + native.SOURCES[1:])
     assert native.library() is None
     assert "failed" in native.status()
     assert not list(tmp_path.glob("*.so")), "no library is left behind by a failed build"

@@ -4,7 +4,9 @@
 inference of a small problem in one call (``convlstm_small_*``), one step's
 gate arithmetic for problems whose convolutions the library computes
 (``lstm_gates_*``), and the training path's cell, forward and backward
-(``lstm_cell_fwd_*``, ``lstm_cell_bwd_*``).  It is compiled here with the machine's C compiler
+(``lstm_cell_fwd_*``, ``lstm_cell_bwd_*``).  ``winograd.c`` holds the 3x3
+convolution of big float32 problems by Winograd's F(2x2, 3x3)
+(``winograd3x3_f32``).  Both are compiled here with the machine's C compiler
 the first time it is needed, into ``build/native/`` of the checkout (or
 ``$CONVLSTM_NATIVE_DIR``), under a name carrying the hash of the source, the
 flags and the CPU, so an edit or a different machine builds afresh.  Builds are
@@ -27,7 +29,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("convlstm_small.c")
+SOURCES = (Path(__file__).with_name("convlstm_small.c"), Path(__file__).with_name("winograd.c"))
 ROOT = Path(__file__).resolve().parents[2]
 # -march=native: the library is built on the machine that runs it.  No
 # -ffast-math: the kernel's NaN handling and rounding trick depend on IEEE
@@ -50,6 +52,9 @@ GEOMETRY = ("B", "T", "H", "W", "C", "F", "Ho", "Wo", "kh", "kw", "sh", "sw", "d
 #: The first argument of lstm_gates_*, in the order of its GG_* enum.
 GATE_GEOMETRY = ("B", "Ho", "Wo", "F", "act", "ract", "zs_b", "zs_y", "zs_x", "cs_b", "cs_y",
                  "cs_x", "hs_b", "hs_y", "hs_x", "os_b", "os_y", "os_x")
+#: The first argument of winograd3x3_f32, in the order of its WG_* enum.
+WINOGRAD_GEOMETRY = ("B", "Ho", "Wo", "Hi", "Wi", "K", "N", "acc", "block", "us",
+                     "is_b", "is_y", "is_x", "os_b", "os_y", "os_x")
 
 _lock = threading.Lock()
 _state: dict = {}
@@ -81,7 +86,7 @@ def _build_dir() -> Path:
 
 
 def _build(cc: str) -> Path:
-    src = SOURCE.read_bytes()
+    src = b"".join(path.read_bytes() for path in SOURCES)
     tag = hashlib.sha256(src + " ".join([cc, *CFLAGS, _cpu_id()]).encode()).hexdigest()[:16]
     out_dir = _build_dir()
     try:
@@ -96,7 +101,7 @@ def _build(cc: str) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=target.stem, suffix=".so.tmp", dir=out_dir)
     os.close(fd)
     try:
-        proc = subprocess.run([cc, *CFLAGS, str(SOURCE), "-o", tmp, "-lm"],
+        proc = subprocess.run([cc, *CFLAGS, *map(str, SOURCES), "-o", tmp, "-lm"],
                               capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
             raise RuntimeError(f"{cc} failed ({proc.returncode}): {proc.stderr.strip()[-800:]}")
@@ -142,6 +147,8 @@ def _load():
         for suffix in ("_f32", "_f64"):
             fn = getattr(lib, name + suffix)
             fn.argtypes, fn.restype = argtypes, restype
+    lib.winograd3x3_f32.argtypes = [i64p] + [p] * 4
+    lib.winograd3x3_f32.restype = ctypes.c_int
     return lib, f"built with {Path(cc).name} {' '.join(CFLAGS[:2])}"
 
 
@@ -165,14 +172,14 @@ _ARRAYS: dict = {}
 
 
 def geometry_array(values: tuple) -> ctypes.Array:
-    """The int64 geometry argument (GEOMETRY or GATE_GEOMETRY) for ``values``
+    """The int64 geometry argument (GEOMETRY, GATE_GEOMETRY or WINOGRAD_GEOMETRY) for ``values``
     (cached: building a ctypes array costs microseconds, as much as a
     fuzzer-sized call's work)."""
     arr = _ARRAYS.get(values)
     if arr is None:
-        if len(values) not in (len(GEOMETRY), len(GATE_GEOMETRY)):
-            raise ValueError(f"{len(values)} geometry values: the kernels take "
-                             f"{len(GEOMETRY)} or {len(GATE_GEOMETRY)}")
+        lengths = (len(GEOMETRY), len(GATE_GEOMETRY), len(WINOGRAD_GEOMETRY))
+        if len(values) not in lengths:
+            raise ValueError(f"{len(values)} geometry values: the kernels take one of {lengths}")
         if len(_ARRAYS) >= 1024:
             _ARRAYS.clear()
         arr = _ARRAYS[values] = (ctypes.c_int64 * len(values))(*values)

@@ -1,0 +1,183 @@
+"""The reference's Winograd convolution (adapters/native/winograd.c).
+
+The kernel is held to the tolerance model's pre-activation bound (item 1 of
+conformance/tolerance.py: SAFETY * gamma_K * sum |w| |x|) against a float64
+convolution, over geometries that reach every branch: odd and even output
+sizes (a last tile half outside), channel counts that leave a scalar tail in
+the input transform, output channels that leave the 8-wide GEMM tail, a
+channel range of bigger weights, accumulation, strided outputs and blocks
+that do not divide the tile count.  Then the reference must take it on big
+float32 problems and still agree with the oracle through the whole layer.
+"""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from tests.test_reference import assert_conforms, make_case
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                                reason="torch is not installed")
+
+
+@pytest.fixture(scope="module")
+def plan_stub():
+    """What _conv3x3_in_c needs of a plan: the kernel."""
+    from adapters import native
+    lib = native.library()
+    if lib is None:
+        pytest.skip(f"no native kernel: {native.status()}")
+
+    class Stub:
+        winograd = lib.winograd3x3_f32
+    return Stub()
+
+
+def _direct(xp, w):
+    """float64 'valid' convolution of the bordered input and its magnitude sum."""
+    import torch
+    import torch.nn.functional as tf
+    x64 = xp.double().permute(0, 3, 1, 2)
+    w64 = w.double().permute(3, 2, 0, 1)
+    return (tf.conv2d(x64, w64).permute(0, 2, 3, 1),
+            tf.conv2d(x64.abs(), w64.abs()).permute(0, 2, 3, 1))
+
+
+def _budget_ratio(got, exact, magnitude, K: int) -> float:
+    from conformance.tolerance import SAFETY, gamma
+    bound = SAFETY * gamma(9 * K, 2.0 ** -24) * magnitude
+    return float(((got.double() - exact).abs() / bound).max())
+
+
+# (B, H', W', K, N): every geometry has at least WINOGRAD_MIN_CHANNELS channels.
+GEOMETRIES = [
+    (2, 8, 8, 8, 16),      # even: whole tiles
+    (1, 7, 9, 12, 24),     # odd both ways; scalar channel tail; 8-wide GEMM tail
+    (3, 5, 4, 40, 128),    # the benchmark's channels
+    (2, 1, 13, 9, 8),      # one output row
+]
+
+
+@pytest.mark.parametrize("B,Ho,Wo,K,N", GEOMETRIES)
+def test_kernel_within_the_direct_summation_bound(plan_stub, B, Ho, Wo, K, N):
+    import torch
+    from adapters import reference_torch as rt
+    rng = np.random.default_rng(K * N + Ho)
+    x = torch.from_numpy(rng.uniform(-1, 1, (B, Ho, Wo, K)).astype(np.float32))
+    w = torch.from_numpy(rng.uniform(-0.3, 0.3, (3, 3, K, N)).astype(np.float32))
+    bias = torch.from_numpy(rng.uniform(-0.5, 0.5, N).astype(np.float32))
+    xp = torch.nn.functional.pad(x, (0, 0, 1, 1, 1, 1)).contiguous()
+    exact, magnitude = _direct(xp, w)
+    U = rt._winograd_weights(w)
+
+    got = torch.full((B, Ho, Wo, N), np.nan)
+    rt._conv3x3_in_c(plan_stub, xp, U, got, bias=bias)
+    ratio = _budget_ratio(got, exact + bias.double(), magnitude + bias.double().abs(), K)
+    assert ratio <= 1, f"Winograd convolution off by {ratio:.3g} of the bound, (B,H',W',K,N)={(B, Ho, Wo, K, N)}"
+
+    # Accumulating into the first N channels of a wider array; a view with
+    # strided channels is refused.
+    wide = torch.from_numpy(rng.uniform(-1, 1, (B, Ho, Wo, 2 * N)).astype(np.float32))
+    with pytest.raises(ValueError, match="contiguous channels"):
+        rt._conv3x3_in_c(plan_stub, xp, U, wide[..., ::2], accumulate=True)
+    dest, rest = wide[..., :N], wide[..., N:].clone()
+    before = dest.double().clone()
+    rt._conv3x3_in_c(plan_stub, xp, U, dest, accumulate=True)
+    ratio = _budget_ratio(dest, exact + before, magnitude + before.abs(), K)
+    assert ratio <= 1, f"accumulated result off by {ratio:.3g} of the bound"
+    assert torch.equal(wide[..., N:], rest), "channels beyond the output were written"
+
+
+def test_kernel_channel_range_and_blocks(plan_stub):
+    """A channel range [k0, k1) of bigger weights (the first step of the ride
+    path reads only x's channels), and blocks that split the tiles unevenly."""
+    import torch
+    from adapters import native, reference_torch as rt
+    rng = np.random.default_rng(3)
+    B, Ho, Wo, K, N, k0 = 2, 11, 6, 20, 16, 9
+    x = torch.from_numpy(rng.uniform(-1, 1, (B, Ho, Wo, K)).astype(np.float32))
+    w = torch.from_numpy(rng.uniform(-0.3, 0.3, (3, 3, K, N)).astype(np.float32))
+    xp = torch.nn.functional.pad(x, (0, 0, 1, 1, 1, 1)).contiguous()
+    U = rt._winograd_weights(w)
+    exact, magnitude = _direct(xp[..., k0:], w[:, :, k0:])
+    got = torch.empty((B, Ho, Wo, N))
+    rt._conv3x3_in_c(plan_stub, xp, U, got, k0=k0)
+    assert _budget_ratio(got, exact, magnitude, K - k0) <= 1
+    # Blocks of 6, 7 (rounded up to 12) and more tiles than there are.
+    for block in (6, 7, 1000):
+        out = torch.empty((B, Ho, Wo, N))
+        g = native.geometry_array((B, Ho, Wo, Ho + 2, Wo + 2, K, N, 0, block, 0,
+                                   *xp.stride()[:3], *out.stride()[:3]))
+        assert plan_stub.winograd(g, xp.data_ptr(), U.data_ptr(), None, out.data_ptr()) == 0
+        full, mag = _direct(xp, w)
+        assert _budget_ratio(out, full, mag, K) <= 1, f"block={block}"
+
+
+def test_kernel_refuses_output_channels_off_its_vector_width(plan_stub):
+    import torch
+    from adapters import native
+    xp, U, out = torch.zeros((1, 4, 4, 8)), torch.zeros((16, 8, 12)), torch.zeros((1, 2, 2, 12))
+    g = native.geometry_array((1, 2, 2, 4, 4, 8, 12, 0, 0, 0, *xp.stride()[:3], *out.stride()[:3]))
+    assert plan_stub.winograd(g, xp.data_ptr(), U.data_ptr(), None, out.data_ptr()) == 1
+
+
+# Big float32 problems with 3x3 kernels: the layer through the Winograd path.
+BIG = dict(B=2, T=3, H=36, W=35, C=8)    # past SMALL_ROWS even for valid padding
+WINOGRAD_CONFIGS = [
+    dict(filters=8, kernel_size=3, padding="same", return_sequences=True),    # x_t rides along
+    dict(filters=8, kernel_size=3, padding="valid", return_state=True),       # hoisted projection
+    dict(filters=10, kernel_size=3, padding="same", go_backwards=True,
+         data_format="channels_first"),
+]
+
+
+@pytest.fixture(scope="module")
+def torch_ref(plan_stub):
+    from adapters.reference_torch import TorchReference
+    return TorchReference("cpu")
+
+
+def _plan(case):
+    import torch
+    from adapters import reference_torch as rt
+    spec = rt.parse_config(case.config)
+    return rt.make_plan(spec, rt.geometry(spec, case.inputs.shape), torch.float32,
+                        torch.device("cpu"))
+
+
+@pytest.mark.parametrize("config", WINOGRAD_CONFIGS, ids=lambda c: ",".join(
+    f"{k}={v}" for k, v in c.items() if k != "kernel_size"))
+def test_reference_takes_winograd_and_conforms(torch_ref, config):
+    for extra in (dict(), dict(initial_state=True),
+                  dict(mask=[[True, False, True], [False, True, True]], initial_state=True)):
+        case = make_case(config, **BIG, **extra)
+        assert _plan(case).winograd is not None, f"{config} should take the Winograd path"
+        assert_conforms(case, torch_ref.run(case), f"ref-torch-cpu (Winograd) {extra}")
+
+
+def test_reference_first_step_with_few_input_channels(torch_ref):
+    """Without an initial state the first step convolves x alone: with fewer
+    than WINOGRAD_MIN_CHANNELS channels that step goes to the library."""
+    case = make_case(WINOGRAD_CONFIGS[0], **dict(BIG, C=2))
+    assert _plan(case).winograd is not None
+    assert_conforms(case, torch_ref.run(case), "ref-torch-cpu (Winograd, C=2)")
+
+
+def test_winograd_is_skipped_where_it_does_not_apply(plan_stub, monkeypatch):
+    import torch
+    from adapters import reference_torch as rt
+    base = make_case(WINOGRAD_CONFIGS[0], **BIG)
+    for config, dtype in ((dict(WINOGRAD_CONFIGS[0], filters=4), "float32"),   # few channels
+                          (dict(WINOGRAD_CONFIGS[0], filters=9), "float32"),   # 4F = 36
+                          (dict(WINOGRAD_CONFIGS[0], kernel_size=(3, 2)), "float32"),
+                          (WINOGRAD_CONFIGS[0], "float64")):
+        spec = rt.parse_config(config)
+        plan = rt.make_plan(spec, rt.geometry(spec, base.inputs.shape),
+                            getattr(torch, dtype), torch.device("cpu"))
+        assert plan.winograd is None, (config, dtype)
+    small = make_case(WINOGRAD_CONFIGS[0])
+    assert _plan(small).winograd is None, "small problems keep the im2col path"
+    monkeypatch.setenv("CONVLSTM_WINOGRAD", "0")
+    assert _plan(base).winograd is None, "CONVLSTM_WINOGRAD=0 turns it off"
