@@ -576,7 +576,8 @@ class _Plan:
     native_gates: Any = None
     # The C training cell (forward, backward) for tanh/sigmoid layers, or None.
     native_cell: Any = None
-    # The C Winograd convolution for the 3x3 recurrent convolution, or None.
+    # The C library whose Winograd kernels compute the 3x3 recurrent
+    # convolution (and its gradients), or None.
     winograd: Any = None
 
 
@@ -876,7 +877,7 @@ def _native_cell(plan: _Plan, lib):
 
 
 def _native_winograd(plan: _Plan, lib):
-    """``lib``'s Winograd convolution where it computes this plan's recurrent
+    """``lib`` where its Winograd convolution computes this plan's recurrent
     convolution: big float32 problems with a 3x3 kernel, 4F a multiple of 8
     (its vector width) and at least WINOGRAD_MIN_CHANNELS filters, else None.
     Small problems keep the im2col path: their GEMMs are too short for the
@@ -889,7 +890,7 @@ def _native_winograd(plan: _Plan, lib):
     F = plan.spec.filters
     if (4 * F) % 8 or F < WINOGRAD_MIN_CHANNELS:
         return None
-    return lib.winograd3x3_f32
+    return lib
 
 
 # F(2x2, 3x3)'s filter transform (adapters/native/winograd.c): entries 0,
@@ -906,24 +907,47 @@ def _winograd_weights(w):
     return u.reshape(16, w.shape[2], w.shape[3]).to(torch.float32).contiguous()
 
 
-def _conv3x3_in_c(plan: _Plan, xp, U, out, *, k0: int = 0, k1: int | None = None,
-                  bias=None, accumulate: bool = False) -> None:
+def _conv3x3_in_c(lib, xp, U, out, *, k0: int = 0, k1: int | None = None,
+                  bias=None, accumulate: bool = False, pad: tuple[int, int] = (0, 0)) -> None:
     """out (B, H', W', N) = (or +=) the 3x3 convolution of xp[..., k0:k1] by
-    the Winograd weights U (16, K, N) rows k0:k1 (plus bias), one thread.
+    the Winograd weights U (16, K, N) rows k0:k1 (plus bias), on this thread,
+    by ``lib`` (a plan's ``winograd``).
 
-    xp is the zero-bordered input (B, H'+2, W'+2, K): output (y, x) reads
-    rows y..y+2 and columns x..x+2.  xp and out need unit channel stride."""
+    Output (y, x) reads xp's rows y-pad[0]..y-pad[0]+2 and columns
+    x-pad[1]..x-pad[1]+2; outside xp they read as zero.  xp and out need unit
+    channel stride."""
     K, N = U.shape[1], U.shape[2]
     k1 = K if k1 is None else k1
     if xp.stride(3) != 1 or out.stride(3) != 1 or U.stride(2) != 1:
         raise ValueError("the C Winograd convolution needs contiguous channels")
     B, Ho, Wo, _ = out.shape
-    g = native.geometry_array((B, Ho, Wo, xp.shape[1], xp.shape[2], k1 - k0, N,
+    g = native.geometry_array((B, Ho, Wo, xp.shape[1], xp.shape[2], *pad, k1 - k0, N,
                                int(accumulate), 0, K * N, *xp.stride()[:3], *out.stride()[:3]))
-    status = plan.winograd(g, xp.data_ptr() + 4 * k0, U.data_ptr() + 4 * k0 * N,
-                           bias.data_ptr() if bias is not None else None, out.data_ptr())
+    status = lib.winograd3x3_f32(g, xp.data_ptr() + 4 * k0, U.data_ptr() + 4 * k0 * N,
+                                 bias.data_ptr() if bias is not None else None, out.data_ptr())
     if status != 0:
         raise MemoryError("the C Winograd convolution could not allocate its blocks")
+
+
+def _weight_grad3x3_in_c(lib, xp, dy):
+    """The gradient (3, 3, K, N) float32 of sum(dy * conv3x3(xp, w)) with
+    respect to w, for xp (B, H'+2, W'+2, K) bordered as in _conv3x3_in_c and
+    dy (B, H', W', N), both with unit channel stride: the gradient dU of the
+    Winograd weights in C, then dw = G^T dU G (the adjoint of U = G w G^T)
+    in float64."""
+    import torch
+    if xp.stride(3) != 1 or dy.stride(3) != 1:
+        raise ValueError("the C Winograd weight gradient needs contiguous channels")
+    B, Ho, Wo, N = dy.shape
+    K = xp.shape[3]
+    dU = torch.zeros((16, K, N), dtype=torch.float32, device=xp.device)
+    g = native.geometry_array((B, Ho, Wo, xp.shape[1], xp.shape[2], 0, 0, K, N, 0, 0, 0,
+                               *xp.stride()[:3], *dy.stride()[:3]))
+    if lib.winograd3x3_wgrad_f32(g, xp.data_ptr(), dy.data_ptr(), dU.data_ptr()) != 0:
+        raise MemoryError("the C Winograd weight gradient could not allocate its blocks")
+    G = torch.tensor(_WINOGRAD_G, dtype=torch.float64, device=xp.device)
+    dw = torch.einsum("ra,rskn,sb->abkn", G, dU.view(4, 4, K, N).to(torch.float64), G)
+    return dw.to(torch.float32)
 
 
 def _gates_in_c(plan: _Plan, z, c, h, out) -> None:
@@ -1108,7 +1132,7 @@ def _infer(plan: _Plan, x, K, U, bias, h0, c0, mask, dest=None):
             first = s == 0 and zero_h        # the input channels only
             if wino and not (first and g.C < WINOGRAD_MIN_CHANNELS):
                 z = zbuf
-                _conv3x3_in_c(plan, hp, Uw, z, k0=F if first else 0, bias=bi)
+                _conv3x3_in_c(plan.winograd, hp, Uw, z, k0=F if first else 0, bias=bi)
             elif first:
                 z = tf.conv2d(hp_nchw[:, F:], _conv_weight(Ki), bi).permute(0, 2, 3, 1)
             else:
@@ -1128,7 +1152,7 @@ def _infer(plan: _Plan, x, K, U, bias, h0, c0, mask, dest=None):
                 z = z.view(B, Ho, Wo, 4 * F)
             elif wino and xs.stride(3) == 1:
                 z = xs      # accumulated into in place, as at the first step
-                _conv3x3_in_c(plan, hp, Uw, z, accumulate=True)
+                _conv3x3_in_c(plan.winograd, hp, Uw, z, accumulate=True)
             else:
                 z = tf.conv2d(hp_nchw, Wc).permute(0, 2, 3, 1)
                 z.add_(xs)
@@ -1313,13 +1337,22 @@ def _make_conv_class():
         None -> (N, Hp-kh+1, Wp-kw+1, O).  oneDNN computes the forward and the
         input gradient well; its weight gradient runs at about half the GEMM
         rate on CPUs without AVX-512, so the weight gradient here is the im2col
-        matrix (kh*kw slab copies) times the output gradient, one GEMM.
+        matrix (kh*kw slab copies) times the output gradient, one GEMM.  With
+        ``wino`` (a plan's ``winograd``) and a 3x3 kernel all three are
+        Winograd's F(2x2, 3x3) in C instead, where _winograd_takes says so.
         """
 
         @staticmethod
-        def forward(ctx, inp, w, bias):
+        def forward(ctx, inp, w, bias, wino=None):
             ctx.save_for_backward(inp, w)
             ctx.has_bias = bias is not None
+            ctx.wino = wino
+            if _winograd_takes(wino, inp.shape[3], w):
+                N, Hp, Wp, _ = inp.shape
+                out = torch.empty((N, Hp - 2, Wp - 2, w.shape[3]), dtype=inp.dtype,
+                                  device=inp.device)
+                _conv3x3_in_c(wino, inp, _winograd_weights(w), out, bias=bias)
+                return out
             return tf.conv2d(inp.permute(0, 3, 1, 2), w.permute(3, 2, 0, 1),
                              bias).permute(0, 2, 3, 1)
 
@@ -1331,13 +1364,21 @@ def _make_conv_class():
             Ho, Wo = Hp - kh + 1, Wp - kw + 1
             dz = dz.contiguous()
             d_inp = d_w = d_b = None
-            if ctx.needs_input_grad[0]:
+            # The input gradient is the correlation of dz with the flipped,
+            # transposed kernel: Winograd where it computes this convolution.
+            wt = w.flip(0, 1).transpose(2, 3)
+            if ctx.needs_input_grad[0] and _winograd_takes(ctx.wino, O, wt):
+                d_inp = torch.empty(inp.shape, dtype=inp.dtype, device=inp.device)
+                _conv3x3_in_c(ctx.wino, dz, _winograd_weights(wt), d_inp, pad=(2, 2))
+            elif ctx.needs_input_grad[0]:
                 d_inp = torch.ops.aten.convolution_backward(
                     dz.permute(0, 3, 1, 2), inp.permute(0, 3, 1, 2), w.permute(3, 2, 0, 1),
                     None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
                     [True, False, False])[0].permute(0, 2, 3, 1)
             dz2 = dz.view(N * Ho * Wo, O)
-            if ctx.needs_input_grad[1]:
+            if ctx.needs_input_grad[1] and _winograd_takes(ctx.wino, cin, w):
+                d_w = _weight_grad3x3_in_c(ctx.wino, inp, dz)
+            elif ctx.needs_input_grad[1]:
                 # Images in chunks whose patch matrix stays under COLS_BYTES:
                 # the GEMMs keep thousands of rows, the scratch stays small.
                 per_image = Ho * Wo * kh * kw * cin * inp.element_size()
@@ -1355,9 +1396,18 @@ def _make_conv_class():
                 d_w = d_w.view(kh, kw, cin, O)
             if ctx.has_bias and ctx.needs_input_grad[2]:
                 d_b = dz2.sum(0)
-            return d_inp, d_w, d_b
+            return d_inp, d_w, d_b, None
 
     return ConvStep
+
+
+def _winograd_takes(wino, channels: int, w) -> bool:
+    """Whether the C Winograd convolution ``wino`` (a plan's, or None) computes
+    a convolution over ``channels`` input channels with weights ``w`` (3, 3,
+    channels, O): enough channels for its accuracy, O a multiple of its vector
+    width."""
+    return (wino is not None and tuple(w.shape[:2]) == (3, 3)
+            and channels >= WINOGRAD_MIN_CHANNELS and w.shape[3] % 8 == 0)
 
 
 class _LazyFunction:
@@ -1548,14 +1598,15 @@ def _train(plan: _Plan, x, K, U, bias, h0, c0, mask, dmask, rmask):
                 B, Ho, Wo, 4 * F)
     else:
         def recurrent(h):
-            return _ConvStep.apply(_pad_nhwc(h, g.pad_rec).contiguous(), Ui, None)
+            return _ConvStep.apply(_pad_nhwc(h, g.pad_rec).contiguous(), Ui, None,
+                                   plan.winograd)
 
     def pre(xs, h, first):
         """Pre-activation z of one step (h = 0 when ``first``)."""
         if ride:      # xs is the frame x_t
             inp = xs if first else torch.cat([h, xs], dim=-1)
             return _ConvStep.apply(_pad_nhwc(inp, g.pad_rec).contiguous(),
-                                   Ki if first else Wcat, bi)
+                                   Ki if first else Wcat, bi, plan.winograd)
         return xs if first else xs + recurrent(h)   # xs is the projected x_t
 
     if h0 is not None:

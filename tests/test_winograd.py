@@ -16,6 +16,7 @@ import importlib.util
 import numpy as np
 import pytest
 
+from conformance.tolerance import judge_gradients
 from tests.test_reference import assert_conforms, make_case
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
@@ -23,16 +24,14 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
 
 
 @pytest.fixture(scope="module")
-def plan_stub():
-    """What _conv3x3_in_c needs of a plan: the kernel."""
+def kernel():
+    """The library whose kernels _conv3x3_in_c and _weight_grad3x3_in_c call."""
     from adapters import native
     lib = native.library()
     if lib is None:
         pytest.skip(f"no native kernel: {native.status()}")
 
-    class Stub:
-        winograd = lib.winograd3x3_f32
-    return Stub()
+    return lib
 
 
 def _direct(xp, w):
@@ -61,7 +60,7 @@ GEOMETRIES = [
 
 
 @pytest.mark.parametrize("B,Ho,Wo,K,N", GEOMETRIES)
-def test_kernel_within_the_direct_summation_bound(plan_stub, B, Ho, Wo, K, N):
+def test_kernel_within_the_direct_summation_bound(kernel, B, Ho, Wo, K, N):
     import torch
     from adapters import reference_torch as rt
     rng = np.random.default_rng(K * N + Ho)
@@ -73,7 +72,7 @@ def test_kernel_within_the_direct_summation_bound(plan_stub, B, Ho, Wo, K, N):
     U = rt._winograd_weights(w)
 
     got = torch.full((B, Ho, Wo, N), np.nan)
-    rt._conv3x3_in_c(plan_stub, xp, U, got, bias=bias)
+    rt._conv3x3_in_c(kernel, xp, U, got, bias=bias)
     ratio = _budget_ratio(got, exact + bias.double(), magnitude + bias.double().abs(), K)
     assert ratio <= 1, f"Winograd convolution off by {ratio:.3g} of the bound, (B,H',W',K,N)={(B, Ho, Wo, K, N)}"
 
@@ -81,16 +80,16 @@ def test_kernel_within_the_direct_summation_bound(plan_stub, B, Ho, Wo, K, N):
     # strided channels is refused.
     wide = torch.from_numpy(rng.uniform(-1, 1, (B, Ho, Wo, 2 * N)).astype(np.float32))
     with pytest.raises(ValueError, match="contiguous channels"):
-        rt._conv3x3_in_c(plan_stub, xp, U, wide[..., ::2], accumulate=True)
+        rt._conv3x3_in_c(kernel, xp, U, wide[..., ::2], accumulate=True)
     dest, rest = wide[..., :N], wide[..., N:].clone()
     before = dest.double().clone()
-    rt._conv3x3_in_c(plan_stub, xp, U, dest, accumulate=True)
+    rt._conv3x3_in_c(kernel, xp, U, dest, accumulate=True)
     ratio = _budget_ratio(dest, exact + before, magnitude + before.abs(), K)
     assert ratio <= 1, f"accumulated result off by {ratio:.3g} of the bound"
     assert torch.equal(wide[..., N:], rest), "channels beyond the output were written"
 
 
-def test_kernel_channel_range_and_blocks(plan_stub):
+def test_kernel_channel_range_and_blocks(kernel):
     """A channel range [k0, k1) of bigger weights (the first step of the ride
     path reads only x's channels), and blocks that split the tiles unevenly."""
     import torch
@@ -103,24 +102,72 @@ def test_kernel_channel_range_and_blocks(plan_stub):
     U = rt._winograd_weights(w)
     exact, magnitude = _direct(xp[..., k0:], w[:, :, k0:])
     got = torch.empty((B, Ho, Wo, N))
-    rt._conv3x3_in_c(plan_stub, xp, U, got, k0=k0)
+    rt._conv3x3_in_c(kernel, xp, U, got, k0=k0)
     assert _budget_ratio(got, exact, magnitude, K - k0) <= 1
     # Blocks of 6, 7 (rounded up to 12) and more tiles than there are.
     for block in (6, 7, 1000):
         out = torch.empty((B, Ho, Wo, N))
-        g = native.geometry_array((B, Ho, Wo, Ho + 2, Wo + 2, K, N, 0, block, 0,
+        g = native.geometry_array((B, Ho, Wo, Ho + 2, Wo + 2, 0, 0, K, N, 0, block, 0,
                                    *xp.stride()[:3], *out.stride()[:3]))
-        assert plan_stub.winograd(g, xp.data_ptr(), U.data_ptr(), None, out.data_ptr()) == 0
+        assert kernel.winograd3x3_f32(g, xp.data_ptr(), U.data_ptr(), None, out.data_ptr()) == 0
         full, mag = _direct(xp, w)
         assert _budget_ratio(out, full, mag, K) <= 1, f"block={block}"
 
 
-def test_kernel_refuses_output_channels_off_its_vector_width(plan_stub):
+def test_kernel_reads_outside_the_input_as_zero(kernel):
+    """pad: the 'same' convolution of an input without a border (pad 1), and
+    the full correlation a convolution's input gradient is (pad 2, output 2
+    larger than the input)."""
+    import torch
+    from adapters import reference_torch as rt
+    rng = np.random.default_rng(5)
+    B, H, W, K, N = 2, 9, 6, 16, 8
+    x = torch.from_numpy(rng.uniform(-1, 1, (B, H, W, K)).astype(np.float32))
+    w = torch.from_numpy(rng.uniform(-0.3, 0.3, (3, 3, K, N)).astype(np.float32))
+    U = rt._winograd_weights(w)
+    for pad in (1, 2):
+        xp = torch.nn.functional.pad(x, (0, 0, pad, pad, pad, pad))
+        exact, magnitude = _direct(xp, w)
+        got = torch.empty(exact.shape, dtype=torch.float32)
+        rt._conv3x3_in_c(kernel, x, U, got, pad=(pad, pad))
+        assert _budget_ratio(got, exact, magnitude, K) <= 1, f"pad={pad}"
+
+
+@pytest.mark.parametrize("B,Ho,Wo,K,N", GEOMETRIES)
+def test_weight_gradient_against_float64(kernel, B, Ho, Wo, K, N):
+    """dw of sum(dy * conv(x, w)) is the correlation of x with dy: a sum over
+    every output position, bounded by gamma over that many products times
+    their magnitude sum."""
+    import torch
+    from conformance.tolerance import SAFETY, gamma
+    from adapters import reference_torch as rt
+    rng = np.random.default_rng(K + N + Wo)
+    x = torch.from_numpy(rng.uniform(-1, 1, (B, Ho, Wo, K)).astype(np.float32))
+    dy = torch.from_numpy(rng.uniform(-1, 1, (B, Ho, Wo, N)).astype(np.float32))
+    xp = torch.nn.functional.pad(x, (0, 0, 1, 1, 1, 1)).contiguous()
+    got = rt._weight_grad3x3_in_c(kernel, xp, dy)
+    x64, dy64 = xp.double(), dy.double()
+    exact = torch.empty((3, 3, K, N), dtype=torch.float64)
+    magnitude = torch.empty_like(exact)
+    for a in range(3):
+        for b in range(3):
+            patch = x64[:, a:a + Ho, b:b + Wo].reshape(-1, K)
+            exact[a, b] = patch.t() @ dy64.reshape(-1, N)
+            magnitude[a, b] = patch.abs().t() @ dy64.abs().reshape(-1, N)
+    bound = SAFETY * gamma(B * Ho * Wo, 2.0 ** -24) * magnitude
+    err = (got.double() - exact).abs()
+    # Taps that only ever read the zero border (one output row) must come out 0.
+    ratio = float(torch.where(bound > 0, err / bound, err * np.inf).nan_to_num(0.0).max())
+    assert ratio <= 1, f"weight gradient off by {ratio:.3g} of the bound, {(B, Ho, Wo, K, N)}"
+
+
+def test_kernel_refuses_output_channels_off_its_vector_width(kernel):
     import torch
     from adapters import native
     xp, U, out = torch.zeros((1, 4, 4, 8)), torch.zeros((16, 8, 12)), torch.zeros((1, 2, 2, 12))
-    g = native.geometry_array((1, 2, 2, 4, 4, 8, 12, 0, 0, 0, *xp.stride()[:3], *out.stride()[:3]))
-    assert plan_stub.winograd(g, xp.data_ptr(), U.data_ptr(), None, out.data_ptr()) == 1
+    g = native.geometry_array((1, 2, 2, 4, 4, 0, 0, 8, 12, 0, 0, 0, *xp.stride()[:3],
+                               *out.stride()[:3]))
+    assert kernel.winograd3x3_f32(g, xp.data_ptr(), U.data_ptr(), None, out.data_ptr()) == 1
 
 
 # Big float32 problems with 3x3 kernels: the layer through the Winograd path.
@@ -134,7 +181,7 @@ WINOGRAD_CONFIGS = [
 
 
 @pytest.fixture(scope="module")
-def torch_ref(plan_stub):
+def torch_ref(kernel):
     from adapters.reference_torch import TorchReference
     return TorchReference("cpu")
 
@@ -157,6 +204,24 @@ def test_reference_takes_winograd_and_conforms(torch_ref, config):
         assert_conforms(case, torch_ref.run(case), f"ref-torch-cpu (Winograd) {extra}")
 
 
+@pytest.mark.parametrize("config", WINOGRAD_CONFIGS, ids=lambda c: ",".join(
+    f"{k}={v}" for k, v in c.items() if k != "kernel_size"))
+def test_training_path_gradients_through_winograd(torch_ref, config):
+    """The training path's per-step convolution: forward, and the input
+    gradient as the correlation with the flipped, transposed kernel."""
+    for extra in (dict(), dict(initial_state=True)):
+        case = make_case(dict(config, return_sequences=True), **BIG, **extra)
+        assert _plan(case).winograd is not None
+        shape = torch_ref.run(case).outputs[0].shape
+        case.cotangent = np.random.default_rng(4).standard_normal(shape)
+        out = torch_ref.run(case)
+        assert {"inputs", "kernel", "recurrent_kernel"} <= set(out.grads), sorted(out.grads)
+        assert_conforms(case, out, f"ref-torch-cpu training (Winograd) {extra}")
+        verdict = judge_gradients(case, out)
+        assert verdict.passed and not verdict.unjudged, (
+            f"gradients through the Winograd path, {config} {extra}:\n{verdict.describe()}")
+
+
 def test_reference_first_step_with_few_input_channels(torch_ref):
     """Without an initial state the first step convolves x alone: with fewer
     than WINOGRAD_MIN_CHANNELS channels that step goes to the library."""
@@ -165,7 +230,7 @@ def test_reference_first_step_with_few_input_channels(torch_ref):
     assert_conforms(case, torch_ref.run(case), "ref-torch-cpu (Winograd, C=2)")
 
 
-def test_winograd_is_skipped_where_it_does_not_apply(plan_stub, monkeypatch):
+def test_winograd_is_skipped_where_it_does_not_apply(kernel, monkeypatch):
     import torch
     from adapters import reference_torch as rt
     base = make_case(WINOGRAD_CONFIGS[0], **BIG)

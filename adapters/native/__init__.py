@@ -6,7 +6,7 @@ gate arithmetic for problems whose convolutions the library computes
 (``lstm_gates_*``), and the training path's cell, forward and backward
 (``lstm_cell_fwd_*``, ``lstm_cell_bwd_*``).  ``winograd.c`` holds the 3x3
 convolution of big float32 problems by Winograd's F(2x2, 3x3)
-(``winograd3x3_f32``).  Both are compiled here with the machine's C compiler
+(``winograd3x3_f32``) and its weight gradient (``winograd3x3_wgrad_f32``).  Both are compiled here with the machine's C compiler
 the first time it is needed, into ``build/native/`` of the checkout (or
 ``$CONVLSTM_NATIVE_DIR``), under a name carrying the hash of the source, the
 flags and the CPU, so an edit or a different machine builds afresh.  Builds are
@@ -53,7 +53,7 @@ GEOMETRY = ("B", "T", "H", "W", "C", "F", "Ho", "Wo", "kh", "kw", "sh", "sw", "d
 GATE_GEOMETRY = ("B", "Ho", "Wo", "F", "act", "ract", "zs_b", "zs_y", "zs_x", "cs_b", "cs_y",
                  "cs_x", "hs_b", "hs_y", "hs_x", "os_b", "os_y", "os_x")
 #: The first argument of winograd3x3_f32, in the order of its WG_* enum.
-WINOGRAD_GEOMETRY = ("B", "Ho", "Wo", "Hi", "Wi", "K", "N", "acc", "block", "us",
+WINOGRAD_GEOMETRY = ("B", "Ho", "Wo", "Hi", "Wi", "pt", "pl", "K", "N", "acc", "block", "us",
                      "is_b", "is_y", "is_x", "os_b", "os_y", "os_x")
 
 _lock = threading.Lock()
@@ -149,6 +149,8 @@ def _load():
             fn.argtypes, fn.restype = argtypes, restype
     lib.winograd3x3_f32.argtypes = [i64p] + [p] * 4
     lib.winograd3x3_f32.restype = ctypes.c_int
+    lib.winograd3x3_wgrad_f32.argtypes = [i64p] + [p] * 3
+    lib.winograd3x3_wgrad_f32.restype = ctypes.c_int
     return lib, f"built with {Path(cc).name} {' '.join(CFLAGS[:2])}"
 
 

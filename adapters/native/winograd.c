@@ -33,9 +33,10 @@
  * tests/test_winograd.py holds it to that bound against float64.
  *
  * Layouts: the input is NHWC with unit channel stride, read through its
- * (b, y, x) element strides, and already padded: output (y, x) reads input
- * rows y..y+2 and columns x..x+2 (the caller's zero border holds the 'same'
- * padding).  Input rows and columns at or beyond Hi, Wi read as zero.  U is
+ * (b, y, x) element strides: output (y, x) reads input rows y-pt..y-pt+2 and
+ * columns x-pl..x-pl+2, and rows and columns outside [0, Hi) x [0, Wi) read
+ * as zero (the 'same' padding of an input without a border, or the rest of a
+ * last tile that lies half outside the output).  U is
  * (16, K, N) contiguous: tile element t = 4 r + s, input channel, output
  * channel.  The output is NHWC with unit channel stride through its (b, y, x)
  * strides; it is overwritten (plus bias when given) or accumulated into.
@@ -46,11 +47,12 @@
 
 typedef float v8 __attribute__((vector_size(32)));
 
-/* Arguments through g (WG_*): sizes; whether to accumulate; tiles per block (0:
+/* Arguments through g (WG_*): sizes; the input's offset (output (y, x) reads
+ * input rows y-pt..y-pt+2, columns x-pl..x-pl+2); whether to accumulate; tiles per block (0:
  * the default); U's stride between tile elements (0: K N, else a channel
  * range of a bigger U); then the input's and output's (b, y, x) strides. */
 enum {
-    WG_B, WG_HO, WG_WO, WG_HI, WG_WI, WG_K, WG_N, WG_ACC, WG_BLOCK, WG_US,
+    WG_B, WG_HO, WG_WO, WG_HI, WG_WI, WG_PT, WG_PL, WG_K, WG_N, WG_ACC, WG_BLOCK, WG_US,
     WG_IS, WG_OS = WG_IS + 3, WG_LEN = WG_OS + 3
 };
 
@@ -66,16 +68,17 @@ static void input_transform(const int64_t *g, const float *x, float *V, int64_t 
                             int64_t n, int64_t R)
 {
     const int64_t Hi = g[WG_HI], Wi = g[WG_WI], K = g[WG_K];
+    const int64_t pt = g[WG_PT], pl = g[WG_PL];
     const int64_t tx_n = (g[WG_WO] + 1) / 2, ty_n = (g[WG_HO] + 1) / 2;
     const int64_t sb = g[WG_IS], sy = g[WG_IS + 1], sx = g[WG_IS + 2];
     const int64_t ts = R * K;              /* stride between tile elements in V */
     for (int64_t i = 0; i < n; i++) {
         const int64_t p = p0 + i, b = p / (ty_n * tx_n), r = p % (ty_n * tx_n);
-        const int64_t y0 = 2 * (r / tx_n), x0 = 2 * (r % tx_n);
+        const int64_t y0 = 2 * (r / tx_n) - pt, x0 = 2 * (r % tx_n) - pl;
         const float *rows[4][4];
         for (int u = 0; u < 4; u++)
             for (int v = 0; v < 4; v++)
-                rows[u][v] = (y0 + u < Hi && x0 + v < Wi)
+                rows[u][v] = (y0 + u >= 0 && y0 + u < Hi && x0 + v >= 0 && x0 + v < Wi)
                              ? x + b * sb + (y0 + u) * sy + (x0 + v) * sx : NULL;
         float *out = V + i * K;
         int64_t k = 0;
@@ -229,5 +232,138 @@ int winograd3x3_f32(const int64_t *g, const float *x, const float *U, const floa
     }
     free(V);
     free(M);
+    return 0;
+}
+
+/* The weight gradient of the same convolution, accumulated into dU (16, K,
+ * N), the gradient with respect to the Winograd weights U: for each tile
+ * element t, dU[t] += V[t]^T dM[t] over all tiles, where V is the input
+ * transform as above and dM = A dY A^T the adjoint of the output transform
+ * (dY the output gradient, read through the output strides).  The caller
+ * maps dU back to the 3x3 weights with the adjoint of U = G w G^T, dw =
+ * G^T dU G.  The same multiplications as the forward's GEMMs (16 per tile
+ * and channel pair, against the 36 of an im2col weight gradient) and no
+ * patch copies. */
+static void output_adjoint(const int64_t *g, const float *dy, float *dM, int64_t p0, int64_t n,
+                           int64_t R)
+{
+    const int64_t Ho = g[WG_HO], Wo = g[WG_WO], N = g[WG_N];
+    const int64_t tx_n = (Wo + 1) / 2, ty_n = (Ho + 1) / 2;
+    const int64_t sb = g[WG_OS], sy = g[WG_OS + 1], sx = g[WG_OS + 2];
+    const int64_t ts = R * N;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t p = p0 + i, b = p / (ty_n * tx_n), r = p % (ty_n * tx_n);
+        const int64_t y0 = 2 * (r / tx_n), x0 = 2 * (r % tx_n);
+        const float *src[2][2];
+        for (int u = 0; u < 2; u++)
+            for (int v = 0; v < 2; v++)
+                src[u][v] = (y0 + u < Ho && x0 + v < Wo)
+                            ? dy + b * sb + (y0 + u) * sy + (x0 + v) * sx : NULL;
+        float *m = dM + i * N;
+        for (int64_t c = 0; c < N; c += 8) {
+            v8 d[2][2], t[4][2];
+            for (int u = 0; u < 2; u++)
+                for (int v = 0; v < 2; v++)
+                    d[u][v] = src[u][v] ? load8(src[u][v] + c) : (v8){0};
+            for (int v = 0; v < 2; v++) {          /* A dY */
+                t[0][v] = d[0][v];
+                t[1][v] = d[0][v] + d[1][v];
+                t[2][v] = d[0][v] - d[1][v];
+                t[3][v] = -d[1][v];
+            }
+            for (int u = 0; u < 4; u++) {          /* (A dY) A^T */
+                store8(m + (4 * u + 0) * ts + c, t[u][0]);
+                store8(m + (4 * u + 1) * ts + c, t[u][0] + t[u][1]);
+                store8(m + (4 * u + 2) * ts + c, t[u][0] - t[u][1]);
+                store8(m + (4 * u + 3) * ts + c, -t[u][1]);
+            }
+        }
+    }
+}
+
+/* dU[k..k+MRW][n..n+16] += sum_i V[i][k..] dM[i][n..n+16] over n_i rows i. */
+#define DEFINE_WGRAD_MICRO(MRW)                                                          \
+static inline void wgrad_micro_##MRW(int64_t n_i, int64_t K, int64_t N,                  \
+                                     const float *restrict V, const float *restrict dM,  \
+                                     float *restrict dU)                                 \
+{                                                                                        \
+    v8 c[MRW][2];                                                                        \
+    for (int r = 0; r < MRW; r++) {                                                      \
+        c[r][0] = load8(dU + r * N);                                                     \
+        c[r][1] = load8(dU + r * N + 8);                                                 \
+    }                                                                                    \
+    for (int64_t i = 0; i < n_i; i++) {                                                  \
+        const v8 b0 = load8(dM + i * N), b1 = load8(dM + i * N + 8);                     \
+        for (int r = 0; r < MRW; r++) {                                                  \
+            const float a = V[i * K + r];                                                \
+            c[r][0] += a * b0;                                                           \
+            c[r][1] += a * b1;                                                           \
+        }                                                                                \
+    }                                                                                    \
+    for (int r = 0; r < MRW; r++) {                                                      \
+        store8(dU + r * N, c[r][0]);                                                     \
+        store8(dU + r * N + 8, c[r][1]);                                                 \
+    }                                                                                    \
+}
+DEFINE_WGRAD_MICRO(1)
+DEFINE_WGRAD_MICRO(2)
+DEFINE_WGRAD_MICRO(3)
+DEFINE_WGRAD_MICRO(4)
+DEFINE_WGRAD_MICRO(5)
+DEFINE_WGRAD_MICRO(6)
+
+/* The 8-column version, for N's remainder when N is 8 mod 16. */
+static inline void wgrad_micro_x8(int64_t mr, int64_t n_i, int64_t K, int64_t N,
+                                  const float *restrict V, const float *restrict dM,
+                                  float *restrict dU)
+{
+    v8 c[MR];
+    for (int r = 0; r < mr; r++) c[r] = load8(dU + r * N);
+    for (int64_t i = 0; i < n_i; i++) {
+        const v8 b0 = load8(dM + i * N);
+        for (int r = 0; r < mr; r++) c[r] += V[i * K + r] * b0;
+    }
+    for (int r = 0; r < mr; r++) store8(dU + r * N, c[r]);
+}
+
+/* Returns 0, 1 when N is not a multiple of 8, 2 when the work buffers cannot
+ * be allocated. */
+int winograd3x3_wgrad_f32(const int64_t *g, const float *x, const float *dy, float *dU)
+{
+    const int64_t K = g[WG_K], N = g[WG_N];
+    const int64_t P = g[WG_B] * ((g[WG_HO] + 1) / 2) * ((g[WG_WO] + 1) / 2);
+    const int64_t R = g[WG_BLOCK] > 0 ? g[WG_BLOCK] : 48;
+    if (N % 8) return 1;
+    float *V = aligned_alloc(64, sizeof(float) * (size_t)(16 * R * K + 16));
+    float *dM = aligned_alloc(64, sizeof(float) * (size_t)(16 * R * N + 16));
+    if (!V || !dM) { free(V); free(dM); return 2; }
+    for (int64_t p0 = 0; p0 < P; p0 += R) {
+        const int64_t n = P - p0 < R ? P - p0 : R;
+        input_transform(g, x, V, p0, n, R);
+        output_adjoint(g, dy, dM, p0, n, R);
+        for (int t = 0; t < 16; t++) {
+            const float *Vt = V + t * R * K, *dMt = dM + t * R * N;
+            float *dUt = dU + t * K * N;
+            for (int64_t k = 0; k < K; k += MR) {
+                const int64_t mr = K - k < MR ? K - k : MR;
+                int64_t c = 0;
+                for (; c + 16 <= N; c += 16) {
+                    const float *v = Vt + k, *m = dMt + c;
+                    float *d = dUt + k * N + c;
+                    switch (mr) {
+                    case 6: wgrad_micro_6(n, K, N, v, m, d); break;
+                    case 5: wgrad_micro_5(n, K, N, v, m, d); break;
+                    case 4: wgrad_micro_4(n, K, N, v, m, d); break;
+                    case 3: wgrad_micro_3(n, K, N, v, m, d); break;
+                    case 2: wgrad_micro_2(n, K, N, v, m, d); break;
+                    default: wgrad_micro_1(n, K, N, v, m, d); break;
+                    }
+                }
+                if (c < N) wgrad_micro_x8(mr, n, K, N, Vt + k, dMt + c, dUt + k * N + c);
+            }
+        }
+    }
+    free(V);
+    free(dM);
     return 0;
 }
