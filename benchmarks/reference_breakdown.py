@@ -27,10 +27,10 @@ every core.  The Winograd path is not bound by it.
 
 ``--mode fwdbwd`` profiles forward+backward instead (the gradients of
 bench_speed.py's fwdbwd row) on one core, with the batch in one slice so the
-profiler sees every operator: CPU time of the forward convolutions, the input
-gradients (oneDNN), the weight-gradient GEMMs, copies, the cell forward and
-backward, and the rest, with the GEMM rate of the first three against
-torch's GEMM on one thread.  Divided by the cores, the sum estimates the
+profiler sees every operator: CPU time of the forward convolutions, their
+gradients (input and weight), copies, the cell forward and backward, and the
+rest, with the rate of the first two (direct count) against torch's GEMM on
+one thread.  Divided by the cores, the sum estimates the
 parallel wall time.
 """
 from __future__ import annotations
@@ -154,15 +154,21 @@ def main(argv=None) -> int:
 
 # Profiler operator names -> what they are in the training path of
 # reference_torch (its autograd Functions are named ConvStep and LSTMCell).
+# A Function's own time is what it spends outside torch operators: the C
+# Winograd kernels of the 3x3 path; the library's operators carry the rest.
 PROFILE_PARTS = {
     "aten::mkldnn_convolution": "forward convolutions",
-    "aten::convolution_backward": "input gradients (oneDNN)",
-    "aten::addmm_": "weight gradients (GEMM)",
+    "ConvStep": "forward convolutions",
+    "aten::convolution_backward": "convolution gradients",
+    "aten::addmm_": "convolution gradients",
+    "ConvStepBackward": "convolution gradients",
     "aten::copy_": "copies (im2col slabs, states)",
     "LSTMCell": "cell forward",
     "LSTMCellBackward": "cell backward",
 }
-GEMM_PARTS = ("forward convolutions", "input gradients (oneDNN)", "weight gradients (GEMM)")
+# The convolution parts and how many times the forward convolutions' work
+# each does: the gradients are two convolutions' worth (input and weight).
+GEMM_PARTS = {"forward convolutions": 1, "convolution gradients": 2}
 
 
 def forward_backward_profile(args) -> int:
@@ -200,18 +206,17 @@ def _profile_one_core(args, cores: int) -> int:
         name = PROFILE_PARTS.get(e.key, "other")
         parts[name] = parts.get(name, 0.0) + e.self_cpu_time_total / 1e3
     total = sum(parts.values())
-    # Each GEMM part does the forward's work once: the forward convolutions,
-    # their input gradients and their weight gradients.
     work = reference_work(size)
     a = torch.from_numpy(np.random.default_rng(0).standard_normal((2048, 2048), np.float32))
     gemm = 2 * 2048 ** 3 / (median_ms(lambda: a @ a, 3) / 1e3) / 1e9   # torch: one thread
     print(f"size {args.size} forward+backward on one core: {wall:.0f} ms a call; profiled "
           f"{total:.0f} ms of CPU time; torch float32 GEMM 2048^3 on one core: "
           f"{gemm:.0f} GFLOP/s")
-    for name in list(PROFILE_PARTS.values()) + ["other"]:
+    for name in list(dict.fromkeys(PROFILE_PARTS.values())) + ["other"]:
         ms = parts.get(name, 0.0)
-        rate = (f", {work / 1e9:.1f} GFLOP = {work / ms / 1e6:.0f} GFLOP/s"
-                if name in GEMM_PARTS and ms > 0 else "")
+        part_work = GEMM_PARTS.get(name, 0) * work
+        rate = (f", {part_work / 1e9:.1f} GFLOP = {part_work / ms / 1e6:.0f} GFLOP/s"
+                if part_work and ms > 0 else "")
         print(f"  {name}: {ms:.1f} ms{rate}")
     at_gemm = 3e3 * work / (gemm * 1e9)
     print(f"on {cores} cores: about {total / cores:.0f} ms; the GEMM parts at the GEMM rate "
