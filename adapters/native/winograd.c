@@ -154,23 +154,34 @@ static inline void micro_6x8(int64_t K, int64_t N, const float *restrict V,
     for (int r = 0; r < MR; r++) store8(M + r * N, c[r]);
 }
 
+/* Element offsets in the output (or output gradient) of tile p's four
+ * positions, -1 for those beyond the output (the last tile of an odd size). */
+static inline void output_tile(const int64_t *g, int64_t p, int64_t off[2][2])
+{
+    const int64_t Ho = g[WG_HO], Wo = g[WG_WO];
+    const int64_t tx_n = (Wo + 1) / 2, ty_n = (Ho + 1) / 2;
+    const int64_t b = p / (ty_n * tx_n), r = p % (ty_n * tx_n);
+    const int64_t y0 = 2 * (r / tx_n), x0 = 2 * (r % tx_n);
+    for (int u = 0; u < 2; u++)
+        for (int v = 0; v < 2; v++)
+            off[u][v] = (y0 + u < Ho && x0 + v < Wo)
+                        ? b * g[WG_OS] + (y0 + u) * g[WG_OS + 1] + (x0 + v) * g[WG_OS + 2] : -1;
+}
+
 /* Y for tiles p0 .. p0+n-1 from M[t][i][n]: A^T M A, plus bias or the output's
  * previous value, written where the tile lies inside the output. */
 static void output_transform(const int64_t *g, const float *M, const float *bias, float *y,
                              int64_t p0, int64_t n, int64_t R)
 {
-    const int64_t Ho = g[WG_HO], Wo = g[WG_WO], N = g[WG_N], acc = g[WG_ACC];
-    const int64_t tx_n = (Wo + 1) / 2, ty_n = (Ho + 1) / 2;
-    const int64_t sb = g[WG_OS], sy = g[WG_OS + 1], sx = g[WG_OS + 2];
+    const int64_t N = g[WG_N], acc = g[WG_ACC];
     const int64_t ts = R * N;
     for (int64_t i = 0; i < n; i++) {
-        const int64_t p = p0 + i, b = p / (ty_n * tx_n), r = p % (ty_n * tx_n);
-        const int64_t y0 = 2 * (r / tx_n), x0 = 2 * (r % tx_n);
+        int64_t off[2][2];
         float *dst[2][2];
+        output_tile(g, p0 + i, off);
         for (int u = 0; u < 2; u++)
             for (int v = 0; v < 2; v++)
-                dst[u][v] = (y0 + u < Ho && x0 + v < Wo)
-                            ? y + b * sb + (y0 + u) * sy + (x0 + v) * sx : NULL;
+                dst[u][v] = off[u][v] >= 0 ? y + off[u][v] : NULL;
         const float *m = M + i * N;
         for (int64_t c = 0; c < N; c += 8) {
             v8 s[4][2];
@@ -247,18 +258,15 @@ int winograd3x3_f32(const int64_t *g, const float *x, const float *U, const floa
 static void output_adjoint(const int64_t *g, const float *dy, float *dM, int64_t p0, int64_t n,
                            int64_t R)
 {
-    const int64_t Ho = g[WG_HO], Wo = g[WG_WO], N = g[WG_N];
-    const int64_t tx_n = (Wo + 1) / 2, ty_n = (Ho + 1) / 2;
-    const int64_t sb = g[WG_OS], sy = g[WG_OS + 1], sx = g[WG_OS + 2];
+    const int64_t N = g[WG_N];
     const int64_t ts = R * N;
     for (int64_t i = 0; i < n; i++) {
-        const int64_t p = p0 + i, b = p / (ty_n * tx_n), r = p % (ty_n * tx_n);
-        const int64_t y0 = 2 * (r / tx_n), x0 = 2 * (r % tx_n);
+        int64_t off[2][2];
         const float *src[2][2];
+        output_tile(g, p0 + i, off);
         for (int u = 0; u < 2; u++)
             for (int v = 0; v < 2; v++)
-                src[u][v] = (y0 + u < Ho && x0 + v < Wo)
-                            ? dy + b * sb + (y0 + u) * sy + (x0 + v) * sx : NULL;
+                src[u][v] = off[u][v] >= 0 ? dy + off[u][v] : NULL;
         float *m = dM + i * N;
         for (int64_t c = 0; c < N; c += 8) {
             v8 d[2][2], t[4][2];
