@@ -31,7 +31,10 @@ Same contract as the float64 oracle (Keras 3 semantics, see
   F(2x2, 3x3) in C (``adapters/native/winograd.c``, :func:`_conv3x3_in_c`):
   16 multiplications per 2x2 output tile where direct convolution takes 36.
   The direct convolution already ran at the machine's GEMM rate, so no
-  formulation of it could go faster.
+  formulation of it could go faster.  The training path's per-step
+  convolution takes it too, with its input and weight gradients (ConvStep).
+  Its rounding is not that of a summation order: see
+  :data:`WINOGRAD_MIN_CHANNELS` for where it is used and why.
 * Small problems replace the library convolution by im2col GEMMs and run on
   one thread: oneDNN's per-call overhead (~50 us) and OpenMP's fork/join
   dominate at those sizes, so that path is written for operator count.  Where
@@ -123,9 +126,9 @@ NATIVE_MAX_FILTERS = {"float32": 16, "float64": 8}
 #: errors scale with products of weights and inputs that direct convolution
 #: never forms (each transform mixes a 4x4 tile), so they are bounded by the
 #: tolerance model's direct-summation magnitude only where many channel
-#: products average out: measured on dense data against that bound
-#: (tests/test_winograd.py), the worst element used 0.62 of it at one channel
-#: and 0.015 at eight.
+#: products average out: on dense data the worst element uses 0.69 of that
+#: bound at one channel and 0.015 at eight (benchmarks/winograd_accuracy.py,
+#: figures in benchmarks/README.md).
 WINOGRAD_MIN_CHANNELS = 8
 
 

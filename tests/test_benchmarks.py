@@ -92,6 +92,26 @@ def test_reference_breakdown_profiles_forward_backward(capsys):
         assert re.search(re.escape(name) + r": [\d.]+ ms, [\d.]+ GFLOP = \d+ GFLOP/s", out), out
 
 
+def test_winograd_accuracy_reports_each_kind(capsys):
+    """The figures behind WINOGRAD_MIN_CHANNELS: every kind of data at the
+    channel counts asked for, and dense data inside the bound where the
+    reference uses the path."""
+    import importlib.util
+    import re
+    if importlib.util.find_spec("torch") is None:
+        import pytest
+        pytest.skip("torch is not installed")
+    import winograd_accuracy
+    from adapters import reference_torch as rt
+    K = rt.WINOGRAD_MIN_CHANNELS
+    assert winograd_accuracy.main(["--channels", f"1,{K}"]) == 0
+    rows = re.findall(r"K=\s*(\d+)\s+(.+?)\s+([\d.e+-]+|inf)$", capsys.readouterr().out, re.M)
+    kinds = {name for _, name, _ in rows}
+    assert len(kinds) == 5 and len(rows) == 10, rows
+    dense = {int(k): float(v) for k, name, v in rows if name == "dense uniform"}
+    assert dense[K] <= 1, f"dense data at {K} channels outside the bound: {dense}"
+
+
 def test_new_configuration_cpu_time_is_read_from_the_worker():
     """compile_cost reads the CPU time of the worker process that ran the case
     (not this process's), and compile_bound turns it into a rate."""
