@@ -21,6 +21,12 @@ before handing them out, so input rounding contributes nothing):
    bound ``lambda * sqrt(K) * u`` of Higham & Mary (2019) takes over, with
    ``lambda = 8`` (failure probability below 1e-13 per element).
    State error carried in from the previous step adds ``|U| * dh``.
+   Fast convolution algorithms (Winograd, FFT) are not summation orders:
+   their transforms round products that the convolution never forms, so
+   their error is not bounded by ``M`` in general (a kernel with one nonzero
+   tap can leave ``M`` at zero where they are not exact).  On the dense data
+   the strategies draw it stays far inside this bound: the reference's
+   Winograd convolution is measured against it in tests/test_winograd.py.
 2. **Activations.**  An error ``dz`` in the argument moves ``act(z)`` by at most
    ``L * dz``, ``L`` the largest slope of ``act`` over ``[z - dz, z + dz]``
    (measured on the oracle's own activation, so kinks of relu-like functions
