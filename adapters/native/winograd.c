@@ -48,9 +48,10 @@
 typedef float v8 __attribute__((vector_size(32)));
 
 /* Arguments through g (WG_*): sizes; the input's offset (output (y, x) reads
- * input rows y-pt..y-pt+2, columns x-pl..x-pl+2); whether to accumulate; tiles per block (0:
- * the default); U's stride between tile elements (0: K N, else a channel
- * range of a bigger U); then the input's and output's (b, y, x) strides. */
+ * input rows y-pt..y-pt+2, columns x-pl..x-pl+2); whether to accumulate;
+ * tiles per block (0: the default); U's stride between tile elements (0:
+ * K N, else a channel range of a bigger U); then the input's and output's
+ * (b, y, x) strides. */
 enum {
     WG_B, WG_HO, WG_WO, WG_HI, WG_WI, WG_PT, WG_PL, WG_K, WG_N, WG_ACC, WG_BLOCK, WG_US,
     WG_IS, WG_OS = WG_IS + 3, WG_LEN = WG_OS + 3
@@ -62,6 +63,25 @@ enum {
 
 static inline v8 load8(const float *p) { v8 v; memcpy(&v, p, sizeof v); return v; }
 static inline void store8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
+
+/* B^T d B of a 4x4 tile d (elements of type T: 8 channels or one), each of
+ * its 16 elements passed to STORE(tile element, value). */
+#define INPUT_TILE(T, d, STORE)                                                           \
+    do {                                                                                  \
+        T t_[4][4];                                                                       \
+        for (int v_ = 0; v_ < 4; v_++) {           /* B^T d */                            \
+            t_[0][v_] = d[0][v_] - d[2][v_];                                              \
+            t_[1][v_] = d[1][v_] + d[2][v_];                                              \
+            t_[2][v_] = d[2][v_] - d[1][v_];                                              \
+            t_[3][v_] = d[1][v_] - d[3][v_];                                              \
+        }                                                                                 \
+        for (int u_ = 0; u_ < 4; u_++) {           /* (B^T d) B */                        \
+            STORE(4 * u_ + 0, t_[u_][0] - t_[u_][2]);                                     \
+            STORE(4 * u_ + 1, t_[u_][1] + t_[u_][2]);                                     \
+            STORE(4 * u_ + 2, t_[u_][2] - t_[u_][1]);                                     \
+            STORE(4 * u_ + 3, t_[u_][1] - t_[u_][3]);                                     \
+        }                                                                                 \
+    } while (0)
 
 /* V[t][i][k] for the tiles p0 .. p0+n-1 of the output (tile = (b, ty, tx)). */
 static void input_transform(const int64_t *g, const float *x, float *V, int64_t p0,
@@ -83,40 +103,22 @@ static void input_transform(const int64_t *g, const float *x, float *V, int64_t 
         float *out = V + i * K;
         int64_t k = 0;
         for (; k + 8 <= K; k += 8) {
-            v8 d[4][4], t[4][4];
+            v8 d[4][4];
             for (int u = 0; u < 4; u++)
                 for (int v = 0; v < 4; v++)
                     d[u][v] = rows[u][v] ? load8(rows[u][v] + k) : (v8){0};
-            for (int v = 0; v < 4; v++) {          /* B^T d */
-                t[0][v] = d[0][v] - d[2][v];
-                t[1][v] = d[1][v] + d[2][v];
-                t[2][v] = d[2][v] - d[1][v];
-                t[3][v] = d[1][v] - d[3][v];
-            }
-            for (int u = 0; u < 4; u++) {          /* (B^T d) B */
-                store8(out + (4 * u + 0) * ts + k, t[u][0] - t[u][2]);
-                store8(out + (4 * u + 1) * ts + k, t[u][1] + t[u][2]);
-                store8(out + (4 * u + 2) * ts + k, t[u][2] - t[u][1]);
-                store8(out + (4 * u + 3) * ts + k, t[u][1] - t[u][3]);
-            }
+#define STORE_V8(e, val) store8(out + (e) * ts + k, (val))
+            INPUT_TILE(v8, d, STORE_V8);
+#undef STORE_V8
         }
-        for (; k < K; k++) {
-            float d[4][4], t[4][4];
+        for (; k < K; k++) {                       /* the channels past a multiple of 8 */
+            float d[4][4];
             for (int u = 0; u < 4; u++)
                 for (int v = 0; v < 4; v++)
                     d[u][v] = rows[u][v] ? rows[u][v][k] : 0.0f;
-            for (int v = 0; v < 4; v++) {
-                t[0][v] = d[0][v] - d[2][v];
-                t[1][v] = d[1][v] + d[2][v];
-                t[2][v] = d[2][v] - d[1][v];
-                t[3][v] = d[1][v] - d[3][v];
-            }
-            for (int u = 0; u < 4; u++) {
-                out[(4 * u + 0) * ts + k] = t[u][0] - t[u][2];
-                out[(4 * u + 1) * ts + k] = t[u][1] + t[u][2];
-                out[(4 * u + 2) * ts + k] = t[u][2] - t[u][1];
-                out[(4 * u + 3) * ts + k] = t[u][1] - t[u][3];
-            }
+#define STORE_F32(e, val) (out[(e) * ts + k] = (val))
+            INPUT_TILE(float, d, STORE_F32);
+#undef STORE_F32
         }
     }
 }
