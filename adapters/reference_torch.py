@@ -1099,9 +1099,10 @@ def _infer(plan: _Plan, x, K, U, bias, h0, c0, mask, dest=None):
     if ride:
         xin = hp[:, rt:rt + Ho, rl:rl + Wo, F:]
         frames = x.permute(0, 1, 3, 4, 2) if spec.channels_first else x   # B, T, H, W, C
-        Wc = _conv_weight(torch.cat([Ui, Ki], dim=2))
+        Wcat = torch.cat([Ui, Ki], dim=2)
+        Wc = _conv_weight(Wcat)
         if wino:
-            Uw = _winograd_weights(torch.cat([Ui, Ki], dim=2))
+            Uw = _winograd_weights(Wcat)
             zbuf = torch.empty((B, Ho, Wo, 4 * F), dtype=dt, device=dev)
     else:
         project = _Projector(plan, Ki, bi)
@@ -1341,8 +1342,8 @@ def _make_conv_class():
         input gradient well; its weight gradient runs at about half the GEMM
         rate on CPUs without AVX-512, so the weight gradient here is the im2col
         matrix (kh*kw slab copies) times the output gradient, one GEMM.  With
-        ``wino`` (a plan's ``winograd``) and a 3x3 kernel all three are
-        Winograd's F(2x2, 3x3) in C instead, where _winograd_takes says so.
+        ``wino`` (a _WinogradWeights of w) all three are Winograd's F(2x2,
+        3x3) in C instead, where _winograd_takes says so.
         """
 
         @staticmethod
@@ -1354,7 +1355,7 @@ def _make_conv_class():
                 N, Hp, Wp, _ = inp.shape
                 out = torch.empty((N, Hp - 2, Wp - 2, w.shape[3]), dtype=inp.dtype,
                                   device=inp.device)
-                _conv3x3_in_c(wino, inp, _winograd_weights(w), out, bias=bias)
+                _conv3x3_in_c(wino.lib, inp, wino.forward(), out, bias=bias)
                 return out
             return tf.conv2d(inp.permute(0, 3, 1, 2), w.permute(3, 2, 0, 1),
                              bias).permute(0, 2, 3, 1)
@@ -1369,10 +1370,9 @@ def _make_conv_class():
             d_inp = d_w = d_b = None
             # The input gradient is the correlation of dz with the flipped,
             # transposed kernel: Winograd where it computes this convolution.
-            wt = w.flip(0, 1).transpose(2, 3)
-            if ctx.needs_input_grad[0] and _winograd_takes(ctx.wino, O, wt):
+            if ctx.needs_input_grad[0] and _winograd_takes(ctx.wino, O, w.transpose(2, 3)):
                 d_inp = torch.empty(inp.shape, dtype=inp.dtype, device=inp.device)
-                _conv3x3_in_c(ctx.wino, dz, _winograd_weights(wt), d_inp, pad=(2, 2))
+                _conv3x3_in_c(ctx.wino.lib, dz, ctx.wino.flipped(), d_inp, pad=(2, 2))
             elif ctx.needs_input_grad[0]:
                 d_inp = torch.ops.aten.convolution_backward(
                     dz.permute(0, 3, 1, 2), inp.permute(0, 3, 1, 2), w.permute(3, 2, 0, 1),
@@ -1380,7 +1380,7 @@ def _make_conv_class():
                     [True, False, False])[0].permute(0, 2, 3, 1)
             dz2 = dz.view(N * Ho * Wo, O)
             if ctx.needs_input_grad[1] and _winograd_takes(ctx.wino, cin, w):
-                d_w = _weight_grad3x3_in_c(ctx.wino, inp, dz)
+                d_w = _weight_grad3x3_in_c(ctx.wino.lib, inp, dz)
             elif ctx.needs_input_grad[1]:
                 # Images in chunks whose patch matrix stays under COLS_BYTES:
                 # the GEMMs keep thousands of rows, the scratch stays small.
@@ -1404,11 +1404,33 @@ def _make_conv_class():
     return ConvStep
 
 
+class _WinogradWeights:
+    """A plan's Winograd library with the transforms of one weight tensor w
+    (3, 3, K, N), each made on first use: U for the convolution, and U of
+    the flipped, transposed kernel for its input gradient.  The training
+    path makes one per weight tensor per call; transforming on every step
+    cost about 1.3 ms of a batch slice's step at size S."""
+
+    def __init__(self, lib, w):
+        self.lib, self.w = lib, w
+        self._u = self._flipped = None
+
+    def forward(self):
+        if self._u is None:
+            self._u = _winograd_weights(self.w)
+        return self._u
+
+    def flipped(self):
+        if self._flipped is None:
+            self._flipped = _winograd_weights(self.w.flip(0, 1).transpose(2, 3))
+        return self._flipped
+
+
 def _winograd_takes(wino, channels: int, w) -> bool:
-    """Whether the C Winograd convolution ``wino`` (a plan's, or None) computes
-    a convolution over ``channels`` input channels with weights ``w`` (3, 3,
-    channels, O): enough channels for its accuracy, O a multiple of its vector
-    width."""
+    """Whether the C Winograd convolution (``wino``, a _WinogradWeights or
+    None) computes a convolution over ``channels`` input channels with
+    weights of w's shape (3, 3, channels, O): enough channels for its
+    accuracy, O a multiple of its vector width."""
     return (wino is not None and tuple(w.shape[:2]) == (3, 3)
             and channels >= WINOGRAD_MIN_CHANNELS and w.shape[3] % 8 == 0)
 
@@ -1573,10 +1595,15 @@ def _train(plan: _Plan, x, K, U, bias, h0, c0, mask, dmask, rmask):
     # instead of two, the input side's small-K GEMMs folded into a big one).
     ride = (not plan.small and dm is None and rm is None and spec.padding == "same"
             and spec.strides == (1, 1) and spec.dilation == (1, 1))
+    # Each weight tensor's Winograd transforms, made once per call.
+    wino = ((lambda w: _WinogradWeights(plan.winograd, w)) if plan.winograd is not None
+            else (lambda w: None))
     if ride:
         Wcat = torch.cat([Ui, Ki], dim=2)
+        wino_cat, wino_k = wino(Wcat), wino(Ki)
         xp = [frames]
     else:
+        wino_u = wino(Ui)
         project = _Projector(plan, Ki, bi, dm)
         n = _chunk_steps(plan)
         xp = [project(frames[t0:t0 + n].reshape(-1, g.H, g.W, g.C)).reshape(
@@ -1601,15 +1628,15 @@ def _train(plan: _Plan, x, K, U, bias, h0, c0, mask, dmask, rmask):
                 B, Ho, Wo, 4 * F)
     else:
         def recurrent(h):
-            return _ConvStep.apply(_pad_nhwc(h, g.pad_rec).contiguous(), Ui, None,
-                                   plan.winograd)
+            return _ConvStep.apply(_pad_nhwc(h, g.pad_rec).contiguous(), Ui, None, wino_u)
 
     def pre(xs, h, first):
         """Pre-activation z of one step (h = 0 when ``first``)."""
         if ride:      # xs is the frame x_t
             inp = xs if first else torch.cat([h, xs], dim=-1)
             return _ConvStep.apply(_pad_nhwc(inp, g.pad_rec).contiguous(),
-                                   Ki if first else Wcat, bi, plan.winograd)
+                                   Ki if first else Wcat, bi,
+                                   wino_k if first else wino_cat)
         return xs if first else xs + recurrent(h)   # xs is the projected x_t
 
     if h0 is not None:
