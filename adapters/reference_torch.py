@@ -603,7 +603,7 @@ def make_plan(spec: LayerSpec, geo: Geometry, dtype, device) -> _Plan:
         plan.native = _native_call(plan, lib)
         plan.native_gates = _native_gates(plan, lib)
         plan.native_cell = _native_cell(plan, lib)
-        plan.winograd = _native_winograd(plan, lib)
+    plan.winograd = _native_winograd(plan)    # any activation: it convolves only
     return plan
 
 
@@ -879,21 +879,23 @@ def _native_cell(plan: _Plan, lib):
     return getattr(lib, "lstm_cell_fwd_" + suffix), getattr(lib, "lstm_cell_bwd_" + suffix)
 
 
-def _native_winograd(plan: _Plan, lib):
-    """``lib`` where its Winograd convolution computes this plan's recurrent
-    convolution: big float32 problems with a 3x3 kernel, 4F a multiple of 8
-    (its vector width) and at least WINOGRAD_MIN_CHANNELS filters, else None.
-    Small problems keep the im2col path: their GEMMs are too short for the
-    transforms to pay.  ``CONVLSTM_WINOGRAD=0`` turns it off."""
+def _native_winograd(plan: _Plan):
+    """The C library where its Winograd convolution computes this plan's
+    recurrent convolution: big float32 CPU problems with a 3x3 kernel, 4F a
+    multiple of 8 (its vector width) and at least WINOGRAD_MIN_CHANNELS
+    filters, else None.  Small problems keep the im2col path: their GEMMs
+    are too short for the transforms to pay.  ``CONVLSTM_WINOGRAD=0`` turns
+    it off."""
     import torch
     if os.environ.get("CONVLSTM_WINOGRAD", "1") == "0":
         return None
-    if plan.small or plan.dtype != torch.float32 or plan.spec.kernel != (3, 3):
+    if (plan.small or plan.device.type != "cpu" or plan.dtype != torch.float32
+            or plan.spec.kernel != (3, 3)):
         return None
     F = plan.spec.filters
     if (4 * F) % 8 or F < WINOGRAD_MIN_CHANNELS:
         return None
-    return lib
+    return native.library()
 
 
 # F(2x2, 3x3)'s filter transform (adapters/native/winograd.c): entries 0,

@@ -246,3 +246,31 @@ def test_winograd_is_skipped_where_it_does_not_apply(kernel, monkeypatch):
     assert _plan(small).winograd is None, "small problems keep the im2col path"
     monkeypatch.setenv("CONVLSTM_WINOGRAD", "0")
     assert _plan(base).winograd is None, "CONVLSTM_WINOGRAD=0 turns it off"
+
+
+def test_drawn_configurations_through_winograd(torch_ref):
+    """The strategies' own draws, held to 3x3 kernels, stride 1 and at least
+    WINOGRAD_MIN_CHANNELS filters at a size past SMALL_ROWS: every other
+    argument (padding, data_format, activations, go_backwards, bias, ...)
+    as the suite draws it, outputs and gradients against the oracle."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from conformance.spec import load_cached
+    from conformance.strategies import configs, make_case as draw_case
+    from conformance.tolerance import judge
+    spec = load_cached()
+    focus = {"kernel_size": [3], "filters": [8, 12, 16], "strides": [1], "dilation_rate": [1]}
+    sizes = {"batch": 2, "timesteps": 2, "rows": 36, "cols": 35}
+
+    @settings(max_examples=8, deadline=None, database=None)
+    @given(drawn=configs(spec, focus=focus, sizes=sizes), seed=st.integers(0, 2 ** 16),
+           initial_state=st.booleans())
+    def example(drawn, seed, initial_state):
+        case = draw_case(spec, drawn, seed, dtype="float32", initial_state=initial_state,
+                         cotangent=True)
+        assert _plan(case).winograd is not None, f"{drawn.config} should take the Winograd path"
+        out = torch_ref.run(case)
+        for name, verdict in (("outputs", judge(case, out)), ("gradients", judge_gradients(case, out))):
+            assert verdict.passed, f"{name} of {drawn.config}, seed {seed}:\n{verdict.describe()}"
+
+    example()
