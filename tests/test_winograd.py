@@ -17,21 +17,13 @@ import numpy as np
 import pytest
 
 from conformance.tolerance import judge_gradients
+# The kernels' fixture: skips without a compiler, fails if one is present but
+# the kernels do not build.
+from tests.test_native_kernel import lib  # noqa: F401
 from tests.test_reference import assert_conforms, make_case
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
                                 reason="torch is not installed")
-
-
-@pytest.fixture(scope="module")
-def kernel():
-    """The library whose kernels _conv3x3_in_c and _weight_grad3x3_in_c call."""
-    from adapters import native
-    lib = native.library()
-    if lib is None:
-        pytest.skip(f"no native kernel: {native.status()}")
-
-    return lib
 
 
 def _direct(xp, w):
@@ -60,7 +52,7 @@ GEOMETRIES = [
 
 
 @pytest.mark.parametrize("B,Ho,Wo,K,N", GEOMETRIES)
-def test_kernel_within_the_direct_summation_bound(kernel, B, Ho, Wo, K, N):
+def test_kernel_within_the_direct_summation_bound(lib, B, Ho, Wo, K, N):
     import torch
     from adapters import reference_torch as rt
     rng = np.random.default_rng(K * N + Ho)
@@ -72,7 +64,7 @@ def test_kernel_within_the_direct_summation_bound(kernel, B, Ho, Wo, K, N):
     U = rt._winograd_weights(w)
 
     got = torch.full((B, Ho, Wo, N), np.nan)
-    rt._conv3x3_in_c(kernel, xp, U, got, bias=bias)
+    rt._conv3x3_in_c(lib, xp, U, got, bias=bias)
     ratio = _budget_ratio(got, exact + bias.double(), magnitude + bias.double().abs(), K)
     assert ratio <= 1, f"Winograd convolution off by {ratio:.3g} of the bound, (B,H',W',K,N)={(B, Ho, Wo, K, N)}"
 
@@ -80,16 +72,16 @@ def test_kernel_within_the_direct_summation_bound(kernel, B, Ho, Wo, K, N):
     # strided channels is refused.
     wide = torch.from_numpy(rng.uniform(-1, 1, (B, Ho, Wo, 2 * N)).astype(np.float32))
     with pytest.raises(ValueError, match="contiguous channels"):
-        rt._conv3x3_in_c(kernel, xp, U, wide[..., ::2], accumulate=True)
+        rt._conv3x3_in_c(lib, xp, U, wide[..., ::2], accumulate=True)
     dest, rest = wide[..., :N], wide[..., N:].clone()
     before = dest.double().clone()
-    rt._conv3x3_in_c(kernel, xp, U, dest, accumulate=True)
+    rt._conv3x3_in_c(lib, xp, U, dest, accumulate=True)
     ratio = _budget_ratio(dest, exact + before, magnitude + before.abs(), K)
     assert ratio <= 1, f"accumulated result off by {ratio:.3g} of the bound"
     assert torch.equal(wide[..., N:], rest), "channels beyond the output were written"
 
 
-def test_kernel_channel_range_and_blocks(kernel):
+def test_kernel_channel_range_and_blocks(lib):
     """A channel range [k0, k1) of bigger weights (the first step of the ride
     path reads only x's channels), and blocks that split the tiles unevenly."""
     import torch
@@ -102,19 +94,19 @@ def test_kernel_channel_range_and_blocks(kernel):
     U = rt._winograd_weights(w)
     exact, magnitude = _direct(xp[..., k0:], w[:, :, k0:])
     got = torch.empty((B, Ho, Wo, N))
-    rt._conv3x3_in_c(kernel, xp, U, got, k0=k0)
+    rt._conv3x3_in_c(lib, xp, U, got, k0=k0)
     assert _budget_ratio(got, exact, magnitude, K - k0) <= 1
     # Blocks of 6, 7 (rounded up to 12) and more tiles than there are.
     for block in (6, 7, 1000):
         out = torch.empty((B, Ho, Wo, N))
         g = native.geometry_array((B, Ho, Wo, Ho + 2, Wo + 2, 0, 0, K, N, 0, block, 0,
                                    *xp.stride()[:3], *out.stride()[:3]))
-        assert kernel.winograd3x3_f32(g, xp.data_ptr(), U.data_ptr(), None, out.data_ptr()) == 0
+        assert lib.winograd3x3_f32(g, xp.data_ptr(), U.data_ptr(), None, out.data_ptr()) == 0
         full, mag = _direct(xp, w)
         assert _budget_ratio(out, full, mag, K) <= 1, f"block={block}"
 
 
-def test_kernel_reads_outside_the_input_as_zero(kernel):
+def test_kernel_reads_outside_the_input_as_zero(lib):
     """pad: the 'same' convolution of an input without a border (pad 1), and
     the full correlation a convolution's input gradient is (pad 2, output 2
     larger than the input)."""
@@ -129,12 +121,12 @@ def test_kernel_reads_outside_the_input_as_zero(kernel):
         xp = torch.nn.functional.pad(x, (0, 0, pad, pad, pad, pad))
         exact, magnitude = _direct(xp, w)
         got = torch.empty(exact.shape, dtype=torch.float32)
-        rt._conv3x3_in_c(kernel, x, U, got, pad=(pad, pad))
+        rt._conv3x3_in_c(lib, x, U, got, pad=(pad, pad))
         assert _budget_ratio(got, exact, magnitude, K) <= 1, f"pad={pad}"
 
 
 @pytest.mark.parametrize("B,Ho,Wo,K,N", GEOMETRIES)
-def test_weight_gradient_against_float64(kernel, B, Ho, Wo, K, N):
+def test_weight_gradient_against_float64(lib, B, Ho, Wo, K, N):
     """dw of sum(dy * conv(x, w)) is the correlation of x with dy: a sum over
     every output position, bounded by gamma over that many products times
     their magnitude sum."""
@@ -145,7 +137,7 @@ def test_weight_gradient_against_float64(kernel, B, Ho, Wo, K, N):
     x = torch.from_numpy(rng.uniform(-1, 1, (B, Ho, Wo, K)).astype(np.float32))
     dy = torch.from_numpy(rng.uniform(-1, 1, (B, Ho, Wo, N)).astype(np.float32))
     xp = torch.nn.functional.pad(x, (0, 0, 1, 1, 1, 1)).contiguous()
-    got = rt._weight_grad3x3_in_c(kernel, xp, dy)
+    got = rt._weight_grad3x3_in_c(lib, xp, dy)
     x64, dy64 = xp.double(), dy.double()
     exact = torch.empty((3, 3, K, N), dtype=torch.float64)
     magnitude = torch.empty_like(exact)
@@ -161,13 +153,13 @@ def test_weight_gradient_against_float64(kernel, B, Ho, Wo, K, N):
     assert ratio <= 1, f"weight gradient off by {ratio:.3g} of the bound, {(B, Ho, Wo, K, N)}"
 
 
-def test_kernel_refuses_output_channels_off_its_vector_width(kernel):
+def test_kernel_refuses_output_channels_off_its_vector_width(lib):
     import torch
     from adapters import native
     xp, U, out = torch.zeros((1, 4, 4, 8)), torch.zeros((16, 8, 12)), torch.zeros((1, 2, 2, 12))
     g = native.geometry_array((1, 2, 2, 4, 4, 0, 0, 8, 12, 0, 0, 0, *xp.stride()[:3],
                                *out.stride()[:3]))
-    assert kernel.winograd3x3_f32(g, xp.data_ptr(), U.data_ptr(), None, out.data_ptr()) == 1
+    assert lib.winograd3x3_f32(g, xp.data_ptr(), U.data_ptr(), None, out.data_ptr()) == 1
 
 
 # Big float32 problems with 3x3 kernels: the layer through the Winograd path.
@@ -181,7 +173,7 @@ WINOGRAD_CONFIGS = [
 
 
 @pytest.fixture(scope="module")
-def torch_ref(kernel):
+def torch_ref(lib):
     from adapters.reference_torch import TorchReference
     return TorchReference("cpu")
 
@@ -230,7 +222,7 @@ def test_reference_first_step_with_few_input_channels(torch_ref):
     assert_conforms(case, torch_ref.run(case), "ref-torch-cpu (Winograd, C=2)")
 
 
-def test_winograd_is_skipped_where_it_does_not_apply(kernel, monkeypatch):
+def test_winograd_is_skipped_where_it_does_not_apply(lib, monkeypatch):
     import torch
     from adapters import reference_torch as rt
     base = make_case(WINOGRAD_CONFIGS[0], **BIG)
