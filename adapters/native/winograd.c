@@ -61,6 +61,16 @@ enum {
  * 8-wide accumulators in registers, enough to cover the FMA latency. */
 #define MR 6
 
+/* Tiles per block when the caller leaves it to the kernel: a block's V and M
+ * (or dM) stay in L2 at the benchmark's channel counts. */
+#define DEFAULT_BLOCK 48
+
+/* The output's 2x2 tiles, the last row and column of an odd size included. */
+static inline int64_t tile_count(const int64_t *g)
+{
+    return g[WG_B] * ((g[WG_HO] + 1) / 2) * ((g[WG_WO] + 1) / 2);
+}
+
 static inline v8 load8(const float *p) { v8 v; memcpy(&v, p, sizeof v); return v; }
 static inline void store8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
 
@@ -215,8 +225,8 @@ int winograd3x3_f32(const int64_t *g, const float *x, const float *U, const floa
                     float *y)
 {
     const int64_t K = g[WG_K], N = g[WG_N];
-    const int64_t P = g[WG_B] * ((g[WG_HO] + 1) / 2) * ((g[WG_WO] + 1) / 2);
-    int64_t R = g[WG_BLOCK] > 0 ? g[WG_BLOCK] : 48;
+    const int64_t P = tile_count(g);
+    int64_t R = g[WG_BLOCK] > 0 ? g[WG_BLOCK] : DEFAULT_BLOCK;
     R = (R + MR - 1) / MR * MR;
     const int64_t us = g[WG_US] > 0 ? g[WG_US] : K * N;
     if (N % 8) return 1;
@@ -341,8 +351,8 @@ static inline void wgrad_micro_x8(int64_t mr, int64_t n_i, int64_t K, int64_t N,
 int winograd3x3_wgrad_f32(const int64_t *g, const float *x, const float *dy, float *dU)
 {
     const int64_t K = g[WG_K], N = g[WG_N];
-    const int64_t P = g[WG_B] * ((g[WG_HO] + 1) / 2) * ((g[WG_WO] + 1) / 2);
-    const int64_t R = g[WG_BLOCK] > 0 ? g[WG_BLOCK] : 48;
+    const int64_t P = tile_count(g);
+    const int64_t R = g[WG_BLOCK] > 0 ? g[WG_BLOCK] : DEFAULT_BLOCK;
     if (N % 8) return 1;
     float *V = aligned_alloc(64, sizeof(float) * (size_t)(16 * R * K + 16));
     float *dM = aligned_alloc(64, sizeof(float) * (size_t)(16 * R * N + 16));
