@@ -40,22 +40,36 @@ def _kinds(rng, x, w):
             ("inputs over 1e-3..1e3", wide, w)]
 
 
+def direct(xp, w):
+    """The float64 'valid' convolution of the bordered input xp (B, H, W, K)
+    by w (3, 3, K, N), and the same of their magnitudes (the M of the bound)."""
+    import torch.nn.functional as tf
+    x64, w64 = xp.double().permute(0, 3, 1, 2), w.double().permute(3, 2, 0, 1)
+    return (tf.conv2d(x64, w64).permute(0, 2, 3, 1),
+            tf.conv2d(x64.abs(), w64.abs()).permute(0, 2, 3, 1))
+
+
+def bound_ratio(got, exact, magnitude, K: int) -> float:
+    """The worst element's |got - exact| as a fraction of SAFETY * gamma_9K *
+    magnitude (float32): at most 1 is inside the bound; an error where the
+    bound is 0 is infinitely outside it."""
+    import torch
+    from conformance.tolerance import SAFETY, gamma
+    bound = SAFETY * gamma(9 * K, 2.0 ** -24) * magnitude
+    err = (got.double() - exact).abs()
+    ratio = torch.where(bound > 0, err / bound, torch.where(err > 0, np.inf, 0.0))
+    return float(ratio.max())
+
+
 def worst_ratio(lib, x: np.ndarray, w: np.ndarray) -> float:
     import torch
     import torch.nn.functional as tf
     from adapters import reference_torch as rt
-    from conformance.tolerance import SAFETY, gamma
-    K = x.shape[3]
     xp = tf.pad(torch.from_numpy(x.astype(np.float32)), (0, 0, 1, 1, 1, 1)).contiguous()
     w32 = torch.from_numpy(w.astype(np.float32))
     out = torch.empty(x.shape[:3] + (w.shape[3],), dtype=torch.float32)
     rt._conv3x3_in_c(lib, xp, rt._winograd_weights(w32), out)
-    x64, w64 = xp.double().permute(0, 3, 1, 2), w32.double().permute(3, 2, 0, 1)
-    exact = tf.conv2d(x64, w64).permute(0, 2, 3, 1)
-    bound = SAFETY * gamma(9 * K, 2.0 ** -24) * tf.conv2d(x64.abs(), w64.abs()).permute(0, 2, 3, 1)
-    err = (out.double() - exact).abs()
-    ratio = torch.where(bound > 0, err / bound, torch.where(err > 0, np.inf, 0.0))
-    return float(ratio.max())
+    return bound_ratio(out, *direct(xp, w32), x.shape[3])
 
 
 def main(argv=None) -> int:

@@ -12,6 +12,8 @@ float32 problems and still agree with the oracle through the whole layer.
 from __future__ import annotations
 
 import importlib.util
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,24 +24,13 @@ from conformance.tolerance import judge_gradients
 from tests.test_native_kernel import lib  # noqa: F401
 from tests.test_reference import assert_conforms, make_case
 
+# The float64 convolution and the bound ratio of the figures in
+# benchmarks/README.md, so that the tests and those figures measure alike.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from winograd_accuracy import bound_ratio, direct  # noqa: E402
+
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
                                 reason="torch is not installed")
-
-
-def _direct(xp, w):
-    """float64 'valid' convolution of the bordered input and its magnitude sum."""
-    import torch
-    import torch.nn.functional as tf
-    x64 = xp.double().permute(0, 3, 1, 2)
-    w64 = w.double().permute(3, 2, 0, 1)
-    return (tf.conv2d(x64, w64).permute(0, 2, 3, 1),
-            tf.conv2d(x64.abs(), w64.abs()).permute(0, 2, 3, 1))
-
-
-def _budget_ratio(got, exact, magnitude, K: int) -> float:
-    from conformance.tolerance import SAFETY, gamma
-    bound = SAFETY * gamma(9 * K, 2.0 ** -24) * magnitude
-    return float(((got.double() - exact).abs() / bound).max())
 
 
 # (B, H', W', K, N): every geometry has at least WINOGRAD_MIN_CHANNELS channels.
@@ -60,12 +51,12 @@ def test_kernel_within_the_direct_summation_bound(lib, B, Ho, Wo, K, N):
     w = torch.from_numpy(rng.uniform(-0.3, 0.3, (3, 3, K, N)).astype(np.float32))
     bias = torch.from_numpy(rng.uniform(-0.5, 0.5, N).astype(np.float32))
     xp = torch.nn.functional.pad(x, (0, 0, 1, 1, 1, 1)).contiguous()
-    exact, magnitude = _direct(xp, w)
+    exact, magnitude = direct(xp, w)
     U = rt._winograd_weights(w)
 
     got = torch.full((B, Ho, Wo, N), np.nan)
     rt._conv3x3_in_c(lib, xp, U, got, bias=bias)
-    ratio = _budget_ratio(got, exact + bias.double(), magnitude + bias.double().abs(), K)
+    ratio = bound_ratio(got, exact + bias.double(), magnitude + bias.double().abs(), K)
     assert ratio <= 1, f"Winograd convolution off by {ratio:.3g} of the bound, (B,H',W',K,N)={(B, Ho, Wo, K, N)}"
 
     # Accumulating into the first N channels of a wider array; a view with
@@ -76,7 +67,7 @@ def test_kernel_within_the_direct_summation_bound(lib, B, Ho, Wo, K, N):
     dest, rest = wide[..., :N], wide[..., N:].clone()
     before = dest.double().clone()
     rt._conv3x3_in_c(lib, xp, U, dest, accumulate=True)
-    ratio = _budget_ratio(dest, exact + before, magnitude + before.abs(), K)
+    ratio = bound_ratio(dest, exact + before, magnitude + before.abs(), K)
     assert ratio <= 1, f"accumulated result off by {ratio:.3g} of the bound"
     assert torch.equal(wide[..., N:], rest), "channels beyond the output were written"
 
@@ -92,18 +83,18 @@ def test_kernel_channel_range_and_blocks(lib):
     w = torch.from_numpy(rng.uniform(-0.3, 0.3, (3, 3, K, N)).astype(np.float32))
     xp = torch.nn.functional.pad(x, (0, 0, 1, 1, 1, 1)).contiguous()
     U = rt._winograd_weights(w)
-    exact, magnitude = _direct(xp[..., k0:], w[:, :, k0:])
+    exact, magnitude = direct(xp[..., k0:], w[:, :, k0:])
     got = torch.empty((B, Ho, Wo, N))
     rt._conv3x3_in_c(lib, xp, U, got, k0=k0)
-    assert _budget_ratio(got, exact, magnitude, K - k0) <= 1
+    assert bound_ratio(got, exact, magnitude, K - k0) <= 1
     # Blocks of 6, 7 (rounded up to 12) and more tiles than there are.
     for block in (6, 7, 1000):
         out = torch.empty((B, Ho, Wo, N))
         g = native.geometry_array((B, Ho, Wo, Ho + 2, Wo + 2, 0, 0, K, N, 0, block, 0,
                                    *xp.stride()[:3], *out.stride()[:3]))
         assert lib.winograd3x3_f32(g, xp.data_ptr(), U.data_ptr(), None, out.data_ptr()) == 0
-        full, mag = _direct(xp, w)
-        assert _budget_ratio(out, full, mag, K) <= 1, f"block={block}"
+        full, mag = direct(xp, w)
+        assert bound_ratio(out, full, mag, K) <= 1, f"block={block}"
 
 
 def test_kernel_reads_outside_the_input_as_zero(lib):
@@ -119,10 +110,10 @@ def test_kernel_reads_outside_the_input_as_zero(lib):
     U = rt._winograd_weights(w)
     for pad in (1, 2):
         xp = torch.nn.functional.pad(x, (0, 0, pad, pad, pad, pad))
-        exact, magnitude = _direct(xp, w)
+        exact, magnitude = direct(xp, w)
         got = torch.empty(exact.shape, dtype=torch.float32)
         rt._conv3x3_in_c(lib, x, U, got, pad=(pad, pad))
-        assert _budget_ratio(got, exact, magnitude, K) <= 1, f"pad={pad}"
+        assert bound_ratio(got, exact, magnitude, K) <= 1, f"pad={pad}"
 
 
 @pytest.mark.parametrize("B,Ho,Wo,K,N", GEOMETRIES)
