@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import throughput  # noqa: E402
@@ -39,11 +40,8 @@ def test_data_per_config_repeats_the_configuration_with_fresh_data():
 
 def test_reference_breakdown_splits_the_time(capsys):
     """The split of benchmarks/README.md: convolutions and the rest add up."""
-    import importlib.util
     import re
-    if importlib.util.find_spec("torch") is None:
-        import pytest
-        pytest.skip("torch is not installed")
+    pytest.importorskip("torch")
     import reference_breakdown
     assert reference_breakdown.main(["--size", "S", "--repeats", "1"]) == 0
     line = capsys.readouterr().out
@@ -70,11 +68,8 @@ def test_reference_breakdown_splits_the_time(capsys):
 def test_reference_breakdown_profiles_forward_backward(capsys):
     """The forward+backward profile: every part reported and seen, the GEMM
     parts with their rate, and torch's thread count restored afterwards."""
-    import importlib.util
     import re
-    if importlib.util.find_spec("torch") is None:
-        import pytest
-        pytest.skip("torch is not installed")
+    pytest.importorskip("torch")
     import torch
     import reference_breakdown
     threads = torch.get_num_threads()
@@ -96,11 +91,8 @@ def test_winograd_accuracy_reports_each_kind(capsys):
     """The figures behind WINOGRAD_MIN_CHANNELS: every kind of data at the
     channel counts asked for, and dense data inside the bound where the
     reference uses the path."""
-    import importlib.util
     import re
-    if importlib.util.find_spec("torch") is None:
-        import pytest
-        pytest.skip("torch is not installed")
+    pytest.importorskip("torch")
     import winograd_accuracy
     from adapters import reference_torch as rt
     K = rt.WINOGRAD_MIN_CHANNELS
