@@ -10,6 +10,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import throughput  # noqa: E402
 
+# The native kernels' fixture: skips without a C compiler, fails if one is
+# present but the kernels do not build.
+from tests.test_native_kernel import lib  # noqa: E402, F401
+
 
 def _signature(case):
     return (repr(sorted(case.config.items())), case.inputs.shape, case.dtype)
@@ -87,7 +91,7 @@ def test_reference_breakdown_profiles_forward_backward(capsys):
         assert re.search(re.escape(name) + r": [\d.]+ ms, [\d.]+ GFLOP = \d+ GFLOP/s", out), out
 
 
-def test_winograd_accuracy_reports_each_kind(capsys):
+def test_winograd_accuracy_reports_each_kind(capsys, lib):
     """The figures behind WINOGRAD_MIN_CHANNELS: every kind of data at the
     channel counts asked for, and dense data inside the bound where the
     reference uses the path."""
