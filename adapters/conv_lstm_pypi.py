@@ -26,8 +26,10 @@ import traceback
 
 import numpy as np
 
-from adapters.base import (ADAPTER_ERROR, CALL, CONSTRUCT, OK, RAISED, REFUSED, Adapter,
-                           Capabilities, Case, ErrorInfo, Outcome, Refused, refuse_unless_mappable)
+from convlstm_conformance.features import Capabilities, refuse_unless_mappable
+from convlstm_conformance.model import (ADAPTER_ERROR, CALL, CONSTRUCT, OK, RAISED, REFUSED,
+                                        Adapter, Case, ErrorInfo, Outcome, Refused)
+from convlstm_conformance.registry import AdapterEntry
 
 PREFIX = "cell_list.0.conv."  # the single layer's conv inside ConvLSTM
 
@@ -161,3 +163,7 @@ class ConvLstmPyPI(Adapter):
                             for name, g in grads.items() if g is not None}
         result.duration_s = time.perf_counter() - start
         return result
+
+
+ENTRY = AdapterEntry("conv-lstm", f"{__name__}:ConvLstmPyPI", requires=("conv_lstm", "torch"),
+                     isolate=True)

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import functools
 
-from adapters.base import Adapter, Capabilities, Case, Outcome
-from adapters.jax_glue import cell_capabilities, jit_layer, run_jax_case
+from convlstm_conformance.adapters.jax_glue import cell_capabilities, jit_layer, run_jax_case
+from convlstm_conformance.features import Capabilities
+from convlstm_conformance.model import Adapter, Case, Outcome
+from convlstm_conformance.registry import COMPILED_DATA, AdapterEntry
 
 FORGET_OFFSET = 1.0  # ConvLSTMCell computes sigmoid(f + 1)
 
@@ -86,3 +88,8 @@ class FlaxConvLSTM(Adapter):
 
     def run(self, case: Case) -> Outcome:
         return run_jax_case(case, self.capabilities(), _compiled)
+
+
+# ~0.3 s to compile each new configuration: fewer examples, several cases each.
+ENTRY = AdapterEntry("flax", f"{__name__}:FlaxConvLSTM", requires=("flax", "jax"), isolate=True,
+                     example_share=0.5, data_per_example=COMPILED_DATA)

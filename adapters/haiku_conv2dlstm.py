@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import functools
 
-from adapters.base import Adapter, Capabilities, Case, Outcome
-from adapters.jax_glue import cell_capabilities, jit_layer, run_jax_case
+from convlstm_conformance.adapters.jax_glue import cell_capabilities, jit_layer, run_jax_case
+from convlstm_conformance.features import Capabilities
+from convlstm_conformance.model import Adapter, Case, Outcome
+from convlstm_conformance.registry import COMPILED_DATA, AdapterEntry
 
 MODULE = "conv_lstm"          # the Conv2DLSTM's module name, prefix of its parameters
 FORGET_OFFSET = 1.0           # ConvNDLSTM computes sigmoid(f + 1)
@@ -95,3 +97,8 @@ class HaikuConv2DLSTM(Adapter):
 
     def run(self, case: Case) -> Outcome:
         return run_jax_case(case, self.capabilities(), _compiled)
+
+
+# ~0.3 s to compile each new configuration: fewer examples, several cases each.
+ENTRY = AdapterEntry("haiku", f"{__name__}:HaikuConv2DLSTM", requires=("haiku", "jax"),
+                     isolate=True, example_share=0.5, data_per_example=COMPILED_DATA)

@@ -12,8 +12,9 @@ import traceback
 
 import numpy as np
 
-from adapters.base import (ADAPTER_ERROR, CALL, CONSTRUCT, OK, RAISED, REFUSED,
-                           Capabilities, Case, ErrorInfo, Outcome, Refused, refuse_unless_mappable)
+from convlstm_conformance.features import Capabilities, formats, refuse_unless_mappable
+from convlstm_conformance.model import (ADAPTER_ERROR, CALL, CONSTRUCT, OK, RAISED, REFUSED, Case,
+                                        ErrorInfo, Outcome, Refused)
 
 
 def _pair(v) -> tuple[int, int]:
@@ -69,7 +70,7 @@ def cell_capabilities() -> Capabilities:
         padding=frozenset({"same"}),
         data_format=frozenset({"channels_last", "channels_first"}),
         activation=frozenset({"tanh"}), recurrent_activation=frozenset({"sigmoid"}),
-        dtype=frozenset({"float64", "float32", "float16", "bfloat16"}),
+        dtype=frozenset(formats()),
         strides=False, dilation=False, no_bias=True, initial_state=True,
         return_state=True, return_sequences=True, go_backwards=True, gradients=True,
         argument_validation=False, non_square=True)

@@ -2,7 +2,7 @@
 
 Keras 3 chooses its backend once per process from ``KERAS_BACKEND``, so the
 registry runs this adapter inside a worker process per backend
-(``adapters/worker.py``).  The canonical weights *are* Keras's layout; mapping
+(``core/worker.py``).  The canonical weights *are* Keras's layout; mapping
 them is a plain ``set_weights([kernel, recurrent_kernel, bias])``.
 
 Only the arguments present in ``case.config`` are passed to the constructor, so
@@ -17,18 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from adapters.registry import gpu_present
-from adapters.base import (ADAPTER_ERROR, CALL, CONSTRUCT, OK, RAISED, Adapter,
-                           Capabilities, Case, ErrorInfo, Outcome)
+from convlstm_conformance.features import Capabilities, activations, is_policy
+from convlstm_conformance.model import (ADAPTER_ERROR, CALL, CONSTRUCT, OK, RAISED, Adapter,
+                                        Case, ErrorInfo, Outcome)
+from convlstm_conformance.registry import COMPILED_DATA, AdapterEntry, gpu_present
 
-# Elementwise activations the spec's ACT-* clauses name; Keras 3 knows them all.
-KERAS3_ACTIVATIONS = frozenset({
-    "tanh", "sigmoid", "hard_sigmoid", "relu", "relu6", "leaky_relu", "elu", "selu",
-    "celu", "softplus", "softsign", "squareplus", "soft_shrink", "hard_shrink",
-    "tanh_shrink", "hard_tanh", "sparse_plus", "sparse_sigmoid", "silu", "swish",
-    "gelu", "exponential", "hard_silu", "hard_swish", "mish", "log_sigmoid", "linear",
-    None})
-# tf-keras (Keras 2.x) knows fewer names.
+# tf-keras (Keras 2.x) knows fewer names than the spec (Keras 3) documents.
 TF_KERAS_ACTIVATIONS = frozenset({
     "tanh", "sigmoid", "hard_sigmoid", "relu", "elu", "selu", "softplus", "softsign",
     "swish", "silu", "gelu", "exponential", "mish", "linear", None})
@@ -62,10 +56,11 @@ class KerasConvLSTM(Adapter):
             # TensorFlow has no NCHW Conv2D kernel on the CPU, as the Keras conv
             # docs say (keras-team/keras#17034); claim it only where a GPU runs it.
             formats = {"channels_last"}
+        # Keras 3 knows every activation the spec names.
+        names = activations() | {None} if keras3 else TF_KERAS_ACTIVATIONS
         return Capabilities(
             data_format=frozenset(formats),
-            activation=KERAS3_ACTIVATIONS if keras3 else TF_KERAS_ACTIVATIONS,
-            recurrent_activation=KERAS3_ACTIVATIONS if keras3 else TF_KERAS_ACTIVATIONS,
+            activation=names, recurrent_activation=names,
             dtype=frozenset({"float64", "float32", "float16", "bfloat16"}),
             mask=True, stateful=True, initial_state=True, go_backwards=True,
             dropout=True, argument_validation=True, gradients=True, masking_layer=True,
@@ -131,7 +126,7 @@ class KerasConvLSTM(Adapter):
                                   for key, v in case.config.items() if key not in _NOT_CONSTRUCTOR}
         kwargs["dtype"] = case.dtype     # a dtype or a mixed-precision policy name
         # Arrays go in as the variable dtype: float32 under a mixed policy.
-        adt = "float32" if case.dtype.startswith("mixed_") else case.dtype
+        adt = "float32" if is_policy(case.dtype) else case.dtype
         stateful = bool(kwargs.get("stateful", False))
         x = self._tensor(case.inputs, adt)
         if self._jit_eligible(case, stateful):
@@ -223,7 +218,7 @@ class KerasConvLSTM(Adapter):
         return (self.flavor == "keras3" and self.backend == "jax" and case.kernel is not None
                 and not stateful and not case.training and not case.followups
                 and case.masking_value is None and not case.roundtrip
-                and not case.unknown_dims and not case.dtype.startswith("mixed_"))
+                and not case.unknown_dims and not is_policy(case.dtype))
 
     def _run_jitted(self, case: Case, kwargs: dict, adt: str, x, start: float) -> Outcome:
         import json
@@ -397,3 +392,21 @@ def _skip_initial_values(k, layer, config: dict, dtype: str) -> None:
     for name in ("kernel_initializer", "recurrent_initializer"):
         if name not in config and cell is not None and hasattr(cell, name):
             setattr(cell, name, k.initializers.Zeros())
+
+
+# -- registry entries: Keras 3 picks its backend once per process, so each
+# runs in a worker process of its own (convlstm_conformance.worker).
+
+def _keras3(backend: str, lib: str, share: float = 1.0, data: int = 1) -> AdapterEntry:
+    return AdapterEntry(f"keras3-{backend}", f"{__name__}:KerasConvLSTM",
+                        {"flavor": "keras3", "backend": backend}, ("keras", lib), isolate=True,
+                        env={"KERAS_BACKEND": backend}, example_share=share,
+                        data_per_example=data)
+
+
+KERAS3_TENSORFLOW = _keras3("tensorflow", "tensorflow")
+# ~0.3 s per new configuration (jit): fewer examples, several cases each.
+KERAS3_JAX = _keras3("jax", "jax", share=0.75, data=COMPILED_DATA)
+KERAS3_TORCH = _keras3("torch", "torch")
+TF_KERAS = AdapterEntry("tf-keras", f"{__name__}:KerasConvLSTM", {"flavor": "tf_keras"},
+                        ("tf_keras", "tensorflow"), isolate=True)

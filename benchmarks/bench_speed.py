@@ -42,6 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
+from convlstm_conformance.reference import (
+    config as rc, torch_infer as ti, torch_plan as tp, torch_train as tt)
+
 REPO = Path(__file__).resolve().parent.parent
 
 SIZES = {
@@ -101,34 +104,33 @@ def _setup(path: str, size: dict, mode: str):
     grads = mode == "fwdbwd"
 
     if path == "ref-torch":
-        from adapters import reference_torch as rt   # before torch: see its OpenMP note
         import torch
-        spec = rt.parse_config(config)
-        geo = rt.geometry(spec, arrays["x"].shape)
-        plan = rt.make_plan(spec, geo, torch.float32, torch.device("cpu"))
+        spec = rc.parse_config(config)
+        geo = rc.geometry(spec, arrays["x"].shape)
+        plan = tp.make_plan(spec, geo, torch.float32, torch.device("cpu"))
         t = {k: torch.from_numpy(v) for k, v in arrays.items()}
         if not grads:
             def call():
                 with torch.no_grad():
-                    rt.forward_infer(plan, t["x"], t["kernel"], t["recurrent_kernel"],
+                    ti.forward_infer(plan, t["x"], t["kernel"], t["recurrent_kernel"],
                                      t["bias"], None, None, None)
             return call
         Ho, Wo = out_hw(size)
         cot = torch.ones((size["B"], Ho, Wo, size["F"]))
 
         def call():
-            rt.forward_backward(plan, t["x"], t["kernel"], t["recurrent_kernel"], t["bias"],
+            tt.forward_backward(plan, t["x"], t["kernel"], t["recurrent_kernel"], t["bias"],
                                 None, None, None, cot)
         return call
 
     if path == "ref-jax":
         import jax
         import jax.numpy as jnp
-        from adapters import reference_jax as rj
-        from adapters import reference_torch as rt
-        spec = rt.parse_config(config)
-        geo = rt.geometry(spec, arrays["x"].shape)
-        ref = rj.JaxReference("cpu")
+        from convlstm_conformance.adapters.ref_jax import JaxReferenceAdapter
+        from convlstm_conformance.reference import jax_ref as rj
+        spec = rc.parse_config(config)
+        geo = rc.geometry(spec, arrays["x"].shape)
+        ref = JaxReferenceAdapter("cpu")
         fn = ref.program(rj.CallKey(spec, geo, "float32", False, False, False, False, grads),
                          optimized=True)
         a = [jnp.asarray(arrays[n]) for n in ("x", "kernel", "recurrent_kernel", "bias")]
@@ -139,11 +141,11 @@ def _setup(path: str, size: dict, mode: str):
         return lambda: jax.block_until_ready(fn(*a, None, None, None, None, None, cot))
 
     if path in ADAPTER_PATHS:
-        from adapters.base import Case
+        from convlstm_conformance.model import Case
         if path.startswith("ref-torch"):
-            from adapters.reference_torch import TorchReference as Ref
+            from convlstm_conformance.adapters.ref_torch import TorchReferenceAdapter as Ref
         else:
-            from adapters.reference_jax import JaxReference as Ref
+            from convlstm_conformance.adapters.ref_jax import JaxReferenceAdapter as Ref
         ref = Ref("cpu")
         case = Case(config=config, inputs=arrays["x"].astype(np.float64),
                     kernel=arrays["kernel"].astype(np.float64),
@@ -259,10 +261,14 @@ def _status_kb(field: str) -> int:
 def _import_frameworks(path: str) -> None:
     """Import what ``path`` needs, so the memory baseline excludes the imports."""
     import importlib
-    mods = {"ref-torch": ["adapters.reference_torch", "torch"],
-            "ref-jax": ["adapters.reference_jax", "jax"],
-            "ref-torch adapter.run": ["adapters.reference_torch", "torch"],
-            "ref-jax adapter.run": ["adapters.reference_jax", "jax"],
+    if path.startswith("ref-torch"):
+        # The reference's own import: torch with OpenMP's passive wait policy.
+        from convlstm_conformance.reference.torch_ref import import_torch
+        import_torch()
+    mods = {"ref-torch": ["convlstm_conformance.reference.torch_ref", "torch"],
+            "ref-jax": ["convlstm_conformance.reference.jax_ref", "jax"],
+            "ref-torch adapter.run": ["convlstm_conformance.adapters.ref_torch", "torch"],
+            "ref-jax adapter.run": ["convlstm_conformance.adapters.ref_jax", "jax"],
             "keras3-tf": ["tensorflow", "keras"], "keras3-tf-xla": ["tensorflow", "keras"],
             "keras3-jax": ["jax", "keras"], "keras3-torch": ["torch", "keras"],
             "tf-keras": ["tensorflow", "tf_keras"], "flax": ["jax", "flax.linen"]}[path]

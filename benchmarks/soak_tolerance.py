@@ -1,4 +1,4 @@
-"""Calibration of the tolerance model (conformance/tolerance.py).
+"""Calibration of the tolerance model (core/tolerance.py).
 
 Two questions, answered on random cases drawn from the spec:
 
@@ -38,13 +38,14 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from adapters import numpy_oracle, registry  # noqa: E402
-from adapters.base import FLOAT_DTYPES, OK, Adapter  # noqa: E402
+from convlstm_conformance import oracle, registry  # noqa: E402
+from convlstm_conformance.features import formats  # noqa: E402
+from convlstm_conformance.model import OK, Adapter  # noqa: E402
 from benchmarks.throughput import FLOAT32, machine, open_adapter  # noqa: E402
-from conformance import tolerance  # noqa: E402
-from conformance.expectations import for_adapter  # noqa: E402
-from conformance.spec import load_cached  # noqa: E402
-from conformance.strategies import WEIGHT_SCALES, Chooser, draw_config, make_case  # noqa: E402
+from convlstm_conformance import tolerance  # noqa: E402
+from convlstm_conformance.expectations import for_adapter  # noqa: E402
+from convlstm_conformance.spec import load_cached  # noqa: E402
+from convlstm_conformance.strategies import WEIGHT_SCALES, Chooser, draw_config, make_case  # noqa: E402
 from tests.mutants import MUTATIONS, Float32ConvLSTM  # noqa: E402
 
 # Fast references: cheap enough per case to soak by default.
@@ -114,7 +115,7 @@ class Alarm:
 def cases(spec, caps, n: int, seed: int):
     """(drawn, case) pairs inside ``caps``, cycling through the claimed dtypes."""
     rng = np.random.default_rng(seed)
-    dtypes = [d for d in FLOAT_DTYPES if d in caps.dtype]
+    dtypes = [d for d in formats() if d in caps.dtype]
     focus = {"stateful": [False]}           # one call per case
     if caps.return_state:
         focus["return_state"] = [True]      # judge h and c as well
@@ -146,7 +147,7 @@ def soak(name: str, adapter: Adapter, spec, n: int, seed: int, seconds: float,
         if time.perf_counter() - start > seconds:
             break
         outcome = adapter.run(case)
-        result = numpy_oracle.forward(case)
+        result = oracle.forward(case)
         env = spec.environment(drawn.config, drawn.dims, drawn.input_rank)
         env["dtype"] = case.dtype
         checks = [("outputs", OUTPUT_CLAUSE, tolerance.judge)]

@@ -39,12 +39,12 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from adapters import numpy_oracle, registry  # noqa: E402
-from adapters.base import Adapter  # noqa: E402
-from adapters.worker import WorkerAdapter  # noqa: E402
-from conformance import tolerance  # noqa: E402
-from conformance.spec import load_cached  # noqa: E402
-from conformance.strategies import WEIGHT_SCALES, Chooser, draw_config, make_case  # noqa: E402
+from convlstm_conformance import oracle, registry  # noqa: E402
+from convlstm_conformance.model import Adapter  # noqa: E402
+from convlstm_conformance.worker import WorkerAdapter  # noqa: E402
+from convlstm_conformance import tolerance  # noqa: E402
+from convlstm_conformance.spec import load_cached  # noqa: E402
+from convlstm_conformance.strategies import WEIGHT_SCALES, Chooser, draw_config, make_case  # noqa: E402
 
 REFERENCE = "ref-torch-cpu"
 FLOAT32 = "float32-numpy"
@@ -88,7 +88,7 @@ def open_adapter(name: str) -> Adapter:
     if name == FLOAT32:
         from tests.mutants import Float32ConvLSTM
         return Float32ConvLSTM()
-    return registry.create(registry.known(name))
+    return registry.create(name)
 
 
 def reference_name() -> tuple[str, str]:
@@ -167,7 +167,7 @@ def run_for(adapters: dict[str, Adapter], source: CaseSource, seconds: float) ->
         if not users:
             continue
         t0 = time.perf_counter()
-        result = numpy_oracle.forward(case)
+        result = oracle.forward(case)
         tally.oracle_s += time.perf_counter() - t0
         for name in users:
             t1 = time.perf_counter()

@@ -8,8 +8,8 @@ Accepting such a configuration silently is a failure.
 """
 from hypothesis import given
 
-from conformance import harness
-from conformance.strategies import invalid_configs, make_case, seeds
+from convlstm_conformance import harness
+from convlstm_conformance.strategies import invalid_configs, make_case, seeds
 
 CLAUSE_KINDS = ("domain", "constraint")
 

@@ -2,7 +2,8 @@
 refuse cleanly, and a feature that works without being claimed is reported.
 
 For every feature an adapter does not claim, a case is drawn that needs that
-feature and nothing else outside the claims.  Acceptable answers:
+feature and nothing else outside the claims (the feature table's probes,
+``convlstm_conformance/features.py``).  Acceptable answers:
 * ``refused`` by the adapter, or ``raised`` by the library (it knows it cannot);
 * ``ok`` with results the oracle accepts: the feature works; the test passes
   and its record says the claim could be widened.
@@ -12,83 +13,47 @@ refusing), a crash, a hang, an adapter error.
 import numpy as np
 import pytest
 
-from adapters.base import REFUSED, RAISED, OK, required_features
-from conformance import tolerance
-from conformance.strategies import Chooser, Unsatisfiable, draw_config, make_case
+from convlstm_conformance import features, records, tolerance
+from convlstm_conformance.model import REFUSED, RAISED, OK
+from convlstm_conformance.strategies import Chooser, Unsatisfiable, draw_config, make_case
 
 CLAUSE = "CAPABILITY-CLAIMS"
-
-# Feature -> how to ask for it: (focus, make_case options, dtype).
-PROBES = {
-    "padding=valid": ({"padding": ["valid"]}, {}, None),
-    "padding=same": ({"padding": ["same"]}, {}, None),
-    "strides": ({"strides": [2, [2, 1]], "dilation_rate": [1]}, {}, None),
-    "dilation": ({"dilation_rate": [2, [1, 2]], "strides": [1]}, {}, None),
-    "kernel_parity=even": ({"kernel_size": [2, [2, 2]]}, {}, None),
-    "non_square": ({"kernel_size": [[1, 3], [3, 1]]}, {}, None),
-    "data_format=channels_first": ({"data_format": ["channels_first"]}, {}, None),
-    "activation=relu": ({"activation": ["relu"]}, {}, None),
-    "activation=hard_sigmoid": ({"activation": ["hard_sigmoid"]}, {}, None),
-    "recurrent_activation=hard_sigmoid": ({"recurrent_activation": ["hard_sigmoid"]}, {}, None),
-    "no_bias": ({"use_bias": [False]}, {}, None),
-    "go_backwards": ({"go_backwards": [True]}, {}, None),
-    "return_state": ({"return_state": [True]}, {}, None),
-    "mask": ({}, {"mask": "random"}, None),
-    "initial_state": ({}, {"initial_state": True}, None),
-    "dtype=float64": ({}, {}, "float64"),
-    "dtype=float16": ({}, {}, "float16"),
-}
-
-
-def _unclaimed(adapter):
-    caps = adapter.capabilities()
-    out = []
-    for feature, (focus, options, dtype) in PROBES.items():
-        name, _, value = feature.partition("=")
-        claimed = getattr(caps, name)
-        if value:
-            if value not in claimed:
-                out.append(feature)
-        elif not claimed:
-            out.append(feature)
-    return out
 
 
 def test_outside_claims_refuses_or_works(adapter_name, adapters, spec, record):
     adapter = adapters.get(adapter_name)
     caps = adapter.capabilities()
-    record.update({"clause": CLAUSE, "adapter": adapter_name})
-    features = _unclaimed(adapter)
-    if not features:
+    record["clause"] = CLAUSE
+    probes = list(features.probes(caps))
+    if not probes:
         pytest.skip(f"{adapter_name} claims every probed feature")
     works, refused, failures = [], [], []
-    for feature in features:
-        focus, options, dtype = PROBES[feature]
-        name, _, value = feature.partition("=")
+    for label, feature, value, probe in probes:
         # Draw inside the claims except for the probed feature.
-        probe_caps = _widened(caps, name, value)
+        probe_caps = features.widened(caps, feature, value)
         try:
-            drawn = draw_config(Chooser(rng=np.random.default_rng(len(feature))), spec,
-                                focus=focus, caps=probe_caps, sizes={"timesteps": 2})
+            drawn = draw_config(Chooser(rng=np.random.default_rng(len(label))), spec,
+                                focus=probe.focus, caps=probe_caps, sizes={"timesteps": 2})
         except Unsatisfiable:
             continue
-        case = make_case(spec, drawn, 0, dtype=dtype or _a_claimed_dtype(caps), **options)
-        gaps = caps.missing(required_features(case))
+        case = make_case(spec, drawn, 0, dtype=probe.dtype or _a_claimed_dtype(caps),
+                         **probe.options)
+        gaps = caps.missing(features.required_features(case))
         outcome = adapter.run(case)
         if outcome.status in (REFUSED, RAISED):
-            refused.append(f"{feature}: {outcome.status}")
+            refused.append(f"{label}: {outcome.status}")
         elif outcome.status == OK:
             verdict = tolerance.judge(case, outcome)
             if verdict.unjudged:
-                record.setdefault("not_judged", []).append(f"{feature}: {verdict.unjudged}")
+                records.note_not_judged(record, f"{label}: {verdict.unjudged}")
             elif verdict.passed:
-                works.append(feature)
+                works.append(label)
             else:
-                failures.append(f"{feature} (case needs {gaps}): returned results the oracle "
+                failures.append(f"{label} (case needs {gaps}): returned results the oracle "
                                 f"rejects instead of refusing:\n    "
                                 + verdict.describe().replace("\n", "\n    "))
         else:
-            failures.append(f"{feature}: {outcome.summary()}")
+            failures.append(f"{label}: {outcome.summary()}")
     record["unclaimed_but_working"] = works
     record["refused"] = refused
     if works:
@@ -100,13 +65,3 @@ def test_outside_claims_refuses_or_works(adapter_name, adapters, spec, record):
 
 def _a_claimed_dtype(caps):
     return "float32" if "float32" in caps.dtype else sorted(caps.dtype)[0]
-
-
-def _widened(caps, name, value):
-    import dataclasses
-    if value:
-        current = getattr(caps, name)
-        return dataclasses.replace(caps, **{name: frozenset(current) | {value}})
-    if name in ("mask", "initial_state"):
-        return caps
-    return dataclasses.replace(caps, **{name: True})

@@ -6,8 +6,8 @@ dtype and policy the adapter claims.
 """
 from hypothesis import given, strategies as st
 
-from conformance import harness
-from conformance.strategies import configs, focus_for, make_case, seeds
+from convlstm_conformance import harness
+from convlstm_conformance.strategies import configs, focus_for, make_case, seeds
 
 CLAUSE_KINDS = ("dtype",)
 

@@ -4,14 +4,14 @@ The loss is sum(output * cotangent) with a random cotangent; gradients with
 respect to inputs, kernel, recurrent_kernel, bias and (where the adapter takes
 one) the initial state are compared element by element against the oracle's
 hand-written backpropagation through time, under the gradient budgets of
-conformance/tolerance.py.  Each example runs the adapter's data_per_example
+core/tolerance.py.  Each example runs the adapter's data_per_example
 cases (fresh weights, inputs and cotangent) on its configuration.
 """
 import pytest
 from hypothesis import given, strategies as st
 
-from conformance import harness, tolerance
-from conformance.strategies import configs, focus_for, make_case
+from convlstm_conformance import harness, tolerance
+from convlstm_conformance.strategies import configs, focus_for, make_case
 
 CLAUSE_KINDS = ("gradients",)
 DTYPES = ("float32", "float64")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-from conformance import harness, tolerance
-from conformance.strategies import configs, focus_for, make_case, round_to, seeds
+from convlstm_conformance import harness, tolerance
+from convlstm_conformance.strategies import configs, focus_for, make_case, round_to, seeds
 
 CLAUSE_KINDS = ("initialization",)
 
@@ -81,5 +81,5 @@ def test_initialization(adapter_name, clause_id, adapters, spec, record, results
 
 def next_config(spec, focus, caps):
     import numpy as np
-    from conformance.strategies import Chooser, draw_config
+    from convlstm_conformance.strategies import Chooser, draw_config
     return draw_config(Chooser(rng=np.random.default_rng(0)), spec, focus=focus, caps=caps)

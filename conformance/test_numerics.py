@@ -5,14 +5,14 @@ how to call the layer (initial state, mask, stateful follow-up calls, dropout
 masks, dtypes); Hypothesis draws configurations inside that focus and inside
 the adapter's claimed capabilities, and output, final h and final c (of every
 call) are compared element by element against the oracle under the budgets of
-conformance/tolerance.py.  Each example runs the adapter's data_per_example
+core/tolerance.py.  Each example runs the adapter's data_per_example
 cases (fresh weights and inputs) on its configuration.  A mismatch is run a second time to tell
 nondeterminism from divergence.
 """
 from hypothesis import given, strategies as st
 
-from conformance import harness, tolerance
-from conformance.strategies import configs, focus_for, make_case
+from convlstm_conformance import harness, tolerance
+from convlstm_conformance.strategies import configs, focus_for, make_case
 
 CLAUSE_KINDS = ("semantics",)
 # Formats every semantic clause is judged in unless it names its own.

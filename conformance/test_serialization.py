@@ -7,8 +7,8 @@ same input (bit for bit: same weights, same computation).
 import numpy as np
 from hypothesis import given
 
-from conformance import harness
-from conformance.strategies import configs, focus_for, make_case, seeds
+from convlstm_conformance import harness
+from convlstm_conformance.strategies import configs, focus_for, make_case, seeds
 
 CLAUSE_KINDS = ("serialization",)
 

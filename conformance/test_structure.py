@@ -6,8 +6,8 @@ shapes, for both data formats and both paddings.
 """
 from hypothesis import given
 
-from conformance import harness
-from conformance.strategies import Unsatisfiable, configs, focus_for, make_case, seeds
+from convlstm_conformance import harness
+from convlstm_conformance.strategies import Unsatisfiable, configs, focus_for, make_case, seeds
 
 CLAUSE_KINDS = ("structure", "shape", "layout")
 

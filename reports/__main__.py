@@ -1,4 +1,4 @@
-"""Command line: ``python -m reports build|history ...``.
+"""Command line: ``python -m convlstm_conformance.reports build|history ...``.
 
 Exit status: 0 on success, 2 when the input cannot be used (missing results,
 unusable history database, unknown run id), as argparse does for bad usage.
@@ -90,7 +90,7 @@ def _history_diff(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m reports",
+    p = argparse.ArgumentParser(prog="python -m convlstm_conformance.reports",
                                 description="HTML reports and history of conformance runs.")
     sub = p.add_subparsers(dest="command", required=True)
 

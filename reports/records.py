@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from convlstm_conformance import records as schema
+
 # Cell status priority, most severe first: one failure outweighs any passes.
-OUTCOMES = ("failed", "error", "xpassed", "xfailed", "passed", "skipped")
+OUTCOMES = schema.OUTCOMES
 BAD = frozenset({"failed", "error"})
 # Outcomes a maintainer must look at, each listed in full in the report.
 REPORTED = frozenset({"failed", "error", "xpassed"})
@@ -59,6 +61,15 @@ class Record:
     reason: str | None = None
     duration_s: float | None = None
     examples: int | None = None
+    test: str = ""
+    dims: Any = None
+    not_judged: int = 0                  # cases outside the tolerance model's domain
+    not_judged_reasons: list[str] = field(default_factory=list)
+    excused_draws: int = 0               # examples drawn inside a known divergence
+    expected: list[dict] = field(default_factory=list)   # known divergences met
+    unclaimed_but_working: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    measured: list[dict] = field(default_factory=list)
     source: str = ""  # "results-gw0.jsonl:12", to trace a record back to its line
 
 
@@ -314,47 +325,66 @@ def _read_jsonl(path: Path, warnings: list[str]) -> tuple[list[Record], int]:
 
 
 def _parse_record(obj: dict) -> tuple[Record | None, str, int]:
-    """Return (record, why it was rejected, number of optional fields dropped)."""
+    """Return (record, why it was rejected, number of optional fields dropped).
+
+    The record schema (``convlstm_conformance.records``) decides: a record
+    whose clause, adapter or outcome breaks it cannot be placed and is
+    rejected; one written under another schema version is rejected; any other
+    violation drops the offending field (counted, and warned about).
+    """
     for key in ("clause", "adapter", "outcome"):
         if not isinstance(obj.get(key), str) or not obj[key]:
             return None, f"missing or non-string {key!r}", 0
     if obj["outcome"] not in OUTCOMES:
         return None, f"unknown outcome {obj['outcome'][:40]!r}", 0
-    loose = 0
-
-    def opt(key: str, kinds: tuple, default: Any = None) -> Any:
-        nonlocal loose
-        value = obj.get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) and bool not in kinds:
-            loose += 1
-            return default
-        if isinstance(value, kinds):
-            return value
-        loose += 1
-        return default
-
-    errors: dict[str, ErrorMeasure] = {}
-    raw_errors = opt("errors", (dict,), {})
-    for name, m in raw_errors.items():
-        if not isinstance(m, dict):
-            loose += 1
+    version = obj.get("schema", schema.SCHEMA_VERSION)
+    if version != schema.SCHEMA_VERSION:
+        return None, f"written under record schema {version!r}, not {schema.SCHEMA_VERSION}", 0
+    # A null optional field reads as an absent one.
+    obj = {k: v for k, v in obj.items() if v is not None}
+    obj.setdefault("schema", schema.SCHEMA_VERSION)
+    # Drop what breaks the schema: an entry of a mapping field (one bad tensor
+    # of ``errors``) on its own, any other field whole.
+    dropped: set[tuple] = set()
+    for path, _ in schema.problems(obj):
+        if not path or path[0] in schema.REQUIRED:
             continue
-        errors[str(name)] = ErrorMeasure(_num(m.get("max_abs")), _num(m.get("budget")),
-                                         _num(m.get("ratio")))
-    ratio = _num(opt("worst_ratio", (int, float)))
+        if len(path) > 1 and isinstance(obj.get(path[0]), dict):
+            dropped.add(tuple(path[:2]))
+        else:
+            dropped.add((path[0],))
+    for path in sorted(dropped, key=len):
+        if len(path) == 1:
+            obj.pop(path[0], None)
+        elif isinstance(obj.get(path[0]), dict):
+            obj[path[0]] = {k: v for k, v in obj[path[0]].items() if k != path[1]}
+    loose = len(dropped)
+
+    errors: dict[str, ErrorMeasure] = {
+        str(name): ErrorMeasure(_num(m.get("max_abs")), _num(m.get("budget")), _num(m.get("ratio")))
+        for name, m in (obj.get("errors") or {}).items()}
+    ratio = _num(obj.get("worst_ratio"))
     if ratio is None and errors:
         ratio = worst_ratio_of(errors)
-    examples = opt("examples", (int,))
-    duration = opt("duration_s", (int, float))
+    duration = _num(obj.get("duration_s"))
+    not_judged = obj.get("not_judged") or {}
     return Record(
         clause=obj["clause"], adapter=obj["adapter"], outcome=obj["outcome"],
-        nodeid=opt("nodeid", (str,), ""), run_id=opt("run_id", (str,), ""),
-        config=obj.get("config"), dtype=opt("dtype", (str,)), errors=errors,
-        worst_ratio=ratio, message=opt("message", (str,), ""), repro=opt("repro", (str,)),
-        reason=opt("reason", (str,)), duration_s=float(duration) if duration is not None else None,
-        examples=examples), "", loose
+        nodeid=_text(obj.get("nodeid")), run_id=_text(obj.get("run_id")),
+        config=obj.get("config"), dtype=obj.get("dtype"), errors=errors,
+        worst_ratio=ratio, message=obj.get("message") or "", repro=obj.get("repro"),
+        reason=obj.get("reason"), duration_s=duration, examples=obj.get("examples"),
+        test=obj.get("test") or "", dims=obj.get("dims"),
+        not_judged=int(not_judged.get("count", 0)),
+        not_judged_reasons=list(not_judged.get("reasons", [])),
+        excused_draws=int(obj.get("excused_draws") or 0), expected=list(obj.get("expected") or []),
+        unclaimed_but_working=list(obj.get("unclaimed_but_working") or []),
+        refused=list(obj.get("refused") or []),
+        measured=list(obj.get("measured") or [])), "", loose
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def worst_ratio_of(errors: dict[str, ErrorMeasure]) -> float | None:

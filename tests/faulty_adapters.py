@@ -10,8 +10,9 @@ import signal
 import sys
 import time
 
-from adapters.base import Adapter, Capabilities, Case, Outcome
-from adapters.numpy_oracle import NumpyOracle
+from convlstm_conformance.features import Capabilities
+from convlstm_conformance.model import Adapter, Case, Outcome
+from convlstm_conformance.adapters.oracle import NumpyOracle
 
 
 class _Faulty(Adapter):

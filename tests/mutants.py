@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 
-from adapters.base import (OK, RAISED, REFUSED, CALL, Adapter, Capabilities, Case, ErrorInfo,
-                           Outcome, required_features)
+from convlstm_conformance.features import Capabilities, required_features
+from convlstm_conformance.model import Adapter, CALL, Case, ErrorInfo, OK, Outcome, RAISED, REFUSED
 
 MUTATIONS = (
     None,

@@ -4,7 +4,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from adapters.base import Case, CaseFileError, ErrorInfo, Outcome
+from convlstm_conformance.model import Case, CaseFileError, ErrorInfo, Outcome
 
 
 def _case():

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 
-from adapters import registry
-from conformance import harness
+from convlstm_conformance import registry
+from convlstm_conformance import harness
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters import registry
-from conformance.spec import load_cached
+from convlstm_conformance import registry
+from convlstm_conformance.spec import load_cached
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,7 +61,7 @@ def test_a_wrong_implementation_fails_with_clause_budget_and_reproduction(tmp_pa
     out = proc.stdout
     assert proc.returncode == 1, out[-4000:]
     assert "[SEM-STEP] mutant-forget_bias_plus_0.01: diverges from the oracle" in out, out[-4000:]
-    assert "error/budget" in out and "reproduce: python -m conformance repro" in out
+    assert "error/budget" in out and "reproduce: python -m convlstm_conformance repro" in out
     failed = [r for r in _records(tmp_path) if r["outcome"] == "failed"]
     assert failed and failed[0]["worst_ratio"] > 1 and failed[0]["config"]
     repro = failed[0]["repro"].split()

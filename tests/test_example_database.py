@@ -1,7 +1,7 @@
 """Hypothesis's Redis example database, against a real redis-server.
 
 Nightly campaigns on several machines share what they find through
-``CONVLSTM_HYPOTHESIS_REDIS`` (conformance/profiles.py).  These tests start a
+``CONVLSTM_HYPOTHESIS_REDIS`` (core/profiles.py).  These tests start a
 throw-away redis-server on a free local port (no persistence) and check that
 the profile wiring yields a Redis database and that a failure found by one
 campaign is replayed first by another one holding a fresh database object.
@@ -22,9 +22,9 @@ pytest.importorskip("hypothesis.extra.redis")
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis.extra.redis import RedisExampleDatabase  # noqa: E402
 
-from conformance import profiles  # noqa: E402
-from conformance.spec import load_cached  # noqa: E402
-from conformance.strategies import configs  # noqa: E402
+from convlstm_conformance import profiles  # noqa: E402
+from convlstm_conformance.spec import load_cached  # noqa: E402
+from convlstm_conformance.strategies import configs  # noqa: E402
 
 PREFIX = b"convlstm-test:"
 

@@ -1,9 +1,9 @@
-"""The spec's expression evaluator (conformance/expr.py): what it computes, what it refuses."""
+"""The spec's expression evaluator (core/expr.py): what it computes, what it refuses."""
 from __future__ import annotations
 
 import pytest
 
-from conformance.expr import FUNCTIONS, Expr, ExprError, parse
+from convlstm_conformance.expr import FUNCTIONS, Expr, ExprError, parse
 
 ENV = {
     "strides": (2, 1), "dilation_rate": (1, 1), "kernel_size": (3, 2), "rows": 7, "cols": 5,

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from adapters import registry
-from conformance.spec import load_cached
-from conformance.strategies import Chooser, draw_config, make_case
-from conformance import tolerance
+from convlstm_conformance import registry
+from convlstm_conformance.spec import load_cached
+from convlstm_conformance.strategies import Chooser, draw_config, make_case
+from convlstm_conformance import tolerance
 
 ROOT = Path(__file__).resolve().parent.parent
 IMPL = ROOT / "tests" / "external_impl.py"
@@ -47,4 +47,4 @@ def test_suite_runs_an_external_implementation_and_catches_its_bug(tmp_path):
         bad.stdout[-3000:]
     record = [json.loads(line) for p in (tmp_path / "bad").glob("results-*.jsonl")
               for line in p.read_text().splitlines()][0]
-    assert record["repro"].startswith("python -m conformance repro ") and "command:" in record["repro"]
+    assert record["repro"].startswith("python -m convlstm_conformance repro ") and "command:" in record["repro"]

@@ -9,12 +9,12 @@ from __future__ import annotations
 import pytest
 from hypothesis.errors import UnsatisfiedAssumption
 
-from adapters.numpy_oracle import NumpyOracle
-from conformance import harness
-from conformance.expectations import Expectation
-from conformance.expr import parse
-from conformance.spec import load_cached
-from conformance.strategies import Drawn
+from convlstm_conformance.adapters.oracle import NumpyOracle
+from convlstm_conformance import harness
+from convlstm_conformance.expectations import Expectation
+from convlstm_conformance.expr import parse
+from convlstm_conformance.spec import load_cached
+from convlstm_conformance.strategies import Drawn
 
 
 def _context(entries):

@@ -14,8 +14,8 @@ import importlib.util
 import numpy as np
 import pytest
 
-from adapters.base import CALL, OK, RAISED
-from tests.test_reference import assert_conforms, make_case
+from convlstm_conformance.model import CALL, OK, RAISED
+from reference.tests.test_reference import assert_conforms, make_case
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("jax") is None or importlib.util.find_spec("keras") is None,
@@ -27,8 +27,8 @@ CONFIG = dict(filters=3, kernel_size=3, padding="same", return_sequences=True,
 
 @pytest.fixture(scope="module")
 def keras_jax():
-    from adapters import registry
-    adapter = registry.create(registry.known("keras3-jax"))
+    from convlstm_conformance import registry
+    adapter = registry.create("keras3-jax")
     yield adapter
     adapter.close()
 

@@ -11,9 +11,10 @@ import math
 import numpy as np
 import pytest
 
-from adapters.base import CALL, OK, RAISED, Case
-from adapters.numpy_oracle import ACTIVATIONS, NumpyOracle, forward
-from conformance.spec import load
+from convlstm_conformance.model import CALL, Case, OK, RAISED
+from convlstm_conformance.adapters.oracle import NumpyOracle
+from convlstm_conformance.oracle import ACTIVATIONS, forward
+from convlstm_conformance.spec import load
 
 RNG_SEED = 20240611
 
@@ -241,7 +242,7 @@ def test_overflow_is_a_result_not_a_warning():
     of exactly 0, i * g is inf * 0 = NaN.  Both are the IEEE results the
     comparison matches as such, so neither the oracle nor the budgets warn."""
     import warnings
-    from conformance import tolerance
+    from convlstm_conformance import tolerance
     w, u = [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]
     overflow = scalar_case([1.0], w, u, [10.0, 0.0, 1000.0, 0.0], activation="exponential",
                            recurrent_activation="hard_sigmoid")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from reports import history, records
-from reports.__main__ import main
-from reports.html import build, link_segments, render
+from convlstm_conformance.reports import history, records
+from convlstm_conformance.reports.__main__ import main
+from convlstm_conformance.reports.html import build, link_segments, render
 
 REPO = Path(__file__).resolve().parents[1]
 HOSTILE = '<script>alert("x")</script>'
@@ -69,7 +69,7 @@ def failing(clause="SHAPE-SAME", adapter="torch-ref", ratio=3.5, **extra):
                errors={"output": {"max_abs": 3.5e-5, "budget": 1e-5, "ratio": ratio},
                        "h": {"max_abs": 1e-7, "budget": 1e-5, "ratio": 0.01}},
                config={"filters": 2, "kernel_size": [3, 3], "padding": "same"},
-               message="output differs", repro="python -m conformance repro --case abc", **extra)
+               message="output differs", repro="python -m convlstm_conformance repro --case abc", **extra)
 
 
 STANDARD = [
@@ -221,7 +221,7 @@ def test_report_lists_failures_with_config_errors_and_repro(standard):
     html = render(records.load(standard))
     failures = html[html.index('id="failures"'):html.index('id="xfails"')]
     assert failures.count('class="failure') == 2  # the failure and the xpass
-    assert "python -m conformance repro --case abc" in failures
+    assert "python -m convlstm_conformance repro --case abc" in failures
     assert '{\n  &#34;filters&#34;: 2,\n  &#34;kernel_size&#34;: [3, 3],' in failures  # escaped JSON
     assert re.search(r'<td class="num over">3\.5</td>', failures)
     assert re.search(r'<td class="num ">0\.01</td>', failures)
@@ -278,7 +278,7 @@ def test_report_is_self_contained(standard):
 
 
 def test_plot_places_budget_line_between_passes_and_failures(standard):
-    from reports.plot import strip_plot
+    from convlstm_conformance.reports.plot import strip_plot
 
     plot = strip_plot(records.load(standard))
     torch = next(s for s in plot.strips if s.adapter == "torch-ref")

@@ -1,4 +1,4 @@
-"""The spec loader (conformance/spec.py): the real spec loads and agrees with Keras 3; every
+"""The spec loader (core/spec.py): the real spec loads and agrees with Keras 3; every
 malformed spec fails with a SpecError that names the file, the right line and the defect."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance.spec import DEFAULT_SPEC, SpecError, load
+from convlstm_conformance.spec import DEFAULT_SPEC, SpecError, load
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -81,6 +81,10 @@ clauses:
     doc: "semantics."
     source: ref
     focus: {padding: [same]}
+dtypes:
+  float32: {computes_in: float32}
+  float16: {computes_in: float16}
+  mixed_float16: {computes_in: float16, policy: true}
 """
 
 
@@ -234,6 +238,21 @@ MINIMAL_DEFECTS = {
                                 r"at clauses/2: 'focus' is a required property"),
     "bad-source-url": ("    file: seeds/tiny.txt", "    url: ftp://example.org/x", "url:",
                        r"at sources/ref/url: 'ftp://example.org/x' does not match"),
+    "missing-dtypes": ("dtypes:\n  float32: {computes_in: float32}\n  float16: {computes_in: float16}\n"
+                       "  mixed_float16: {computes_in: float16, policy: true}\n", "", "spec_version",
+                       r"at \(top level\): 'dtypes' is a required property"),
+    "policy-computing-in-unknown-format": ("mixed_float16: {computes_in: float16,",
+                                           "mixed_float16: {computes_in: float8,",
+                                           "mixed_float16:",
+                                           r"^dtype mixed_float16 computes in 'float8', which is "
+                                           r"not a format listed under dtypes$"),
+    "policy-computing-in-a-policy": ("mixed_float16: {computes_in: float16,",
+                                     "mixed_float16: {computes_in: mixed_float16,",
+                                     "mixed_float16:",
+                                     r"^dtype mixed_float16 computes in 'mixed_float16'"),
+    "dtype-key-unknown": ("float16: {computes_in: float16}", "float16: {computes: float16}",
+                          "float16: {computes: float16}",
+                          r"at dtypes/float16: unknown key: .*'computes' was unexpected"),
 }
 
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from adapters.base import Capabilities, required_features
-from conformance.spec import load_cached
-from conformance.strategies import (BIG, Chooser, configs, draw_config, focus_for, invalid_configs,
+from convlstm_conformance.features import Capabilities, required_features
+from convlstm_conformance.spec import load_cached
+from convlstm_conformance.strategies import (BIG, Chooser, configs, draw_config, focus_for, invalid_configs,
                                     make_case, rejection_rate)
 
 SPEC = load_cached()
@@ -89,7 +89,7 @@ def test_arrays_are_exactly_representable_in_the_case_dtype():
     drawn = draw_config(Chooser(rng=rng), SPEC)
     for dtype in ("float16", "float32", "bfloat16"):
         case = make_case(SPEC, drawn, 0, dtype=dtype)
-        from conformance.strategies import round_to
+        from convlstm_conformance.strategies import round_to
         for name, arr in case.arrays().items():
             if arr.dtype.kind == "f":
                 np.testing.assert_array_equal(round_to(arr, dtype), arr, err_msg=f"{name} {dtype}")

@@ -16,14 +16,15 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from adapters.base import Case, Capabilities, required_features
-from adapters import numpy_oracle
-from conformance.tolerance import judge
+from convlstm_conformance.features import Capabilities, required_features
+from convlstm_conformance.model import Case
+from convlstm_conformance import oracle
+from convlstm_conformance.tolerance import judge
 
 ROOT = Path(__file__).resolve().parents[1]
-MODULES = {"flax": ("adapters.flax_linen", "FlaxConvLSTM"),
-           "haiku": ("adapters.haiku_conv2dlstm", "HaikuConv2DLSTM"),
-           "conv-lstm": ("adapters.conv_lstm_pypi", "ConvLstmPyPI")}
+MODULES = {"flax": ("convlstm_conformance.adapters.flax_linen", "FlaxConvLSTM"),
+           "haiku": ("convlstm_conformance.adapters.haiku_conv2dlstm", "HaikuConv2DLSTM"),
+           "conv-lstm": ("convlstm_conformance.adapters.conv_lstm_pypi", "ConvLstmPyPI")}
 
 
 def _adapter(name):
@@ -68,7 +69,7 @@ def make_case(config, *, dtype="float32", shape=(2, 3, 5, 6, 3), initial_state=F
                 recurrent_kernel=_round(recurrent, dtype), bias=_round(bias, dtype),
                 initial_state=state, dtype=dtype)
     if cotangent:
-        out = numpy_oracle.forward(case).output
+        out = oracle.forward(case).output
         case.cotangent = _round(rng.normal(size=out.shape), dtype)
     return case
 
@@ -102,12 +103,12 @@ GRID = {
 GRID["mask"] = make_case(dict(filters=2, kernel_size=(3, 3)), seed=12)
 GRID["mask"].mask = np.array([[True, True, False], [True, False, True]])
 
-_ORACLE: dict[str, numpy_oracle.Result] = {}
+_ORACLE: dict[str, oracle.Result] = {}
 
 
-def _oracle(name: str) -> numpy_oracle.Result:
+def _oracle(name: str) -> oracle.Result:
     if name not in _ORACLE:
-        _ORACLE[name] = numpy_oracle.forward(GRID[name])
+        _ORACLE[name] = oracle.forward(GRID[name])
     return _ORACLE[name]
 
 
@@ -170,8 +171,8 @@ def _with(case: Case, name: str, value: np.ndarray) -> Case:
 def _directional_fd(case: Case, name: str, direction: np.ndarray, eps=1e-6) -> float:
     """d/de sum(oracle_output(arg + e * direction) * cotangent), central differences."""
     base = case.arrays()[name]
-    plus = numpy_oracle.forward(_with(case, name, base + eps * direction)).output
-    minus = numpy_oracle.forward(_with(case, name, base - eps * direction)).output
+    plus = oracle.forward(_with(case, name, base + eps * direction)).output
+    minus = oracle.forward(_with(case, name, base - eps * direction)).output
     return float(np.sum((plus - minus) * case.cotangent) / (2 * eps))
 
 
@@ -269,8 +270,8 @@ def _mutable(adapter):
 def test_wrong_mappings_are_caught(adapter):
     module, attr, mutants, cache = _mutable(adapter)
     original = getattr(module, attr)
-    oracle = numpy_oracle.forward(MUTANT_CASE)
-    assert judge(MUTANT_CASE, adapter.run(MUTANT_CASE), oracle).passed, "unmutated run fails"
+    expected = oracle.forward(MUTANT_CASE)
+    assert judge(MUTANT_CASE, adapter.run(MUTANT_CASE), expected).passed, "unmutated run fails"
     for label, mutate in mutants.items():
         setattr(module, attr, lambda *a, _m=mutate: _m(original(*a)))
         if cache:
@@ -281,7 +282,7 @@ def test_wrong_mappings_are_caught(adapter):
             setattr(module, attr, original)
             if cache:
                 cache.cache_clear()
-        verdict = judge(MUTANT_CASE, outcome, oracle)
+        verdict = judge(MUTANT_CASE, outcome, expected)
         assert outcome.status == "ok", f"{adapter.name}: mutant {label}: {outcome.summary()}"
         assert not verdict.passed and verdict.worst > 10, (
             f"{adapter.name}: mutant {label} of {attr} was not caught:\n{verdict.describe()}")
@@ -315,7 +316,9 @@ def test_versions_and_capabilities_serialise(adapter):
 
 
 def test_modules_import_no_framework():
-    code = ("import sys, adapters.flax_linen, adapters.haiku_conv2dlstm, adapters.conv_lstm_pypi;"
+    code = ("import sys, convlstm_conformance.adapters.flax_linen, "
+            "convlstm_conformance.adapters.haiku_conv2dlstm, "
+            "convlstm_conformance.adapters.conv_lstm_pypi;"
             "print(sorted(m for m in ('jax', 'flax', 'haiku', 'torch', 'conv_lstm')"
             " if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from adapters.base import Outcome
-from conformance import tolerance
-from conformance.spec import load_cached
-from conformance.strategies import WEIGHT_SCALES, Chooser, configs, draw_config, make_case, seeds
+from convlstm_conformance.model import Outcome
+from convlstm_conformance import tolerance
+from convlstm_conformance.spec import load_cached
+from convlstm_conformance.strategies import WEIGHT_SCALES, Chooser, configs, draw_config, make_case, seeds
 from tests.mutants import MUTATIONS, Float32ConvLSTM
 
 SPEC = load_cached()
@@ -111,7 +111,7 @@ def test_float64_budget_is_tight():
 def _scalar(bias, activation, T=1, u=0.0, x=1.0, w=0.0, dtype="float32"):
     """1 pixel, 1 channel, 1 filter, 1x1 kernels: input weight w on the c gate,
     recurrent weight u on every gate."""
-    from adapters.base import Case
+    from convlstm_conformance.model import Case
     return Case(config={"filters": 1, "kernel_size": 1, "activation": activation,
                         "return_state": True},
                 inputs=np.full((1, T, 1, 1, 1), x), kernel=np.array([0.0, 0.0, w, 0.0]).reshape(1, 1, 1, 4),
@@ -159,8 +159,8 @@ def test_saturated_gate_within_its_error_bound_is_covered():
     The second-order product terms (df dc, di dg, do da) cover it."""
     pytest.importorskip("torch")
     from pathlib import Path
-    from adapters.base import Case
-    from adapters.reference_torch import TorchReference
+    from convlstm_conformance.model import Case
+    from convlstm_conformance.adapters.ref_torch import TorchReferenceAdapter as TorchReference
     case = Case.load(Path(__file__).parent / "data" / "expanding_relu_saturated_gates.npz")
     verdict = tolerance.judge(case, TorchReference("cpu").run(case))
     assert verdict.passed and not verdict.unjudged, verdict.describe()

@@ -2,8 +2,8 @@
 recorded outcome for that case, and the next case gets a fresh worker."""
 import numpy as np
 
-from adapters.base import CRASHED, OK, TIMEOUT, Case
-from adapters.worker import WorkerAdapter
+from convlstm_conformance.model import CRASHED, Case, OK, TIMEOUT
+from convlstm_conformance.worker import WorkerAdapter
 
 
 def _case(fault: bool) -> Case:

@@ -1,0 +1,298 @@
+"""The pytest plugin that runs the conformance suite: options, adapters, records.
+
+Registered through the ``pytest11`` entry point, so the suite runs from any
+directory once the package is installed::
+
+    pytest conformance/                         # from a checkout
+    pytest --pyargs convlstm_conformance.suite  # from anywhere
+    convlstm-conformance run                    # the same, with the report
+
+The plugin stays inert in every other pytest run of the environment: it acts
+only when the run collects the suite's directory.  Tests ask for
+``adapter_name`` and ``clause_id``; the plugin parametrizes them (adapters
+selected on the command line, clauses of the kinds a test module lists in
+``CLAUSE_KINDS``), hands out adapters that start once per session, and writes
+one JSON record per test (schema: ``records.py``) for the report.
+"""
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+
+import pytest
+
+import convlstm_conformance.suite as _suite
+from convlstm_conformance import profiles, registry
+from convlstm_conformance.model import Adapter
+from convlstm_conformance.recorder import Recorder
+from convlstm_conformance.spec import DEFAULT_SPEC, load_cached
+
+SUITE_DIR = Path(_suite.__file__).resolve().parent
+SUITE_PACKAGE = _suite.__name__
+DEFAULT_RESULTS = Path("reports") / "out"
+REPORTERS = "convlstm_conformance.reporters"
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("convlstm-conformance")
+    group.addoption("--adapters", default="all",
+                    help="comma-separated adapter names, or 'all' (every installed one)")
+    group.addoption("--adapter-object", action="append", default=[],
+                    help="a third-party in-process adapter, 'package.module:factory' (repeatable)")
+    group.addoption("--adapter-command", action="append", default=[],
+                    help="a third-party out-of-process adapter, 'NAME=COMMAND ARGS' speaking "
+                         "the worker protocol (repeatable)")
+    group.addoption("--results-dir", default=str(DEFAULT_RESULTS),
+                    help="where JSON records, failing cases and the report go "
+                         "(default: reports/out under the current directory)")
+    group.addoption("--size", choices=["small", "big"], default="small",
+                    help="draw small (fast) or big configurations")
+    group.addoption("--spec", default=str(DEFAULT_SPEC), help="the spec file")
+    group.addoption("--profile", default=None,
+                    help="Hypothesis profile: ci, dev (default) or nightly")
+    group.addoption("--no-report", action="store_true", help="do not render the HTML report")
+
+
+def runs_suite(config) -> bool:
+    """Whether this pytest run collects the suite (the plugin acts only then)."""
+    for arg in config.args:
+        target = str(arg).split("::", 1)[0]
+        if config.option.pyargs and (target == SUITE_PACKAGE
+                                     or target.startswith(SUITE_PACKAGE + ".")):
+            return True
+        path = Path(config.invocation_params.dir, target).resolve()
+        if path == SUITE_DIR or SUITE_DIR in path.parents:
+            return True
+    return False
+
+
+def _active(config) -> bool:
+    return getattr(config, "_convlstm_recorder", None) is not None
+
+
+# --------------------------------------------------------------------------
+# Selection
+
+
+def _selected(config) -> list[str]:
+    raw = config.getoption("--adapters")
+    if raw == "all":
+        names = registry.installed()
+    else:
+        names = [n.strip() for n in raw.split(",") if n.strip()]
+    names += [f"object:{path}" for path in config.getoption("--adapter-object")]
+    names += [f"command:{command}" for command in config.getoption("--adapter-command")]
+    return names
+
+
+def display_name(key: str) -> str:
+    """How a command-line key reads before its adapter has said its own name."""
+    if key.startswith("command:"):
+        return key[len("command:"):].partition("=")[0].strip() or key
+    return key
+
+
+def pytest_configure(config):
+    if not runs_suite(config):
+        return
+    profiles.load(config.getoption("--profile"))
+    results = Path(config.getoption("--results-dir"))
+    worker = getattr(config, "workerinput", {}).get("workerid", "main")
+    recorder = Recorder(results, worker, controller=not hasattr(config, "workerinput"))
+    config._convlstm_recorder = recorder
+    config._convlstm_pool = AdapterPool(recorder)
+    spec = load_cached(config.getoption("--spec"))
+    adapters = {}
+    for entry in registry.entries():
+        ok, why = entry.available()
+        adapters[entry.name] = {"status": "available" if ok else "unavailable", "detail": why}
+    for name, why in registry.discover()[1]:
+        adapters[name] = {"status": "broken", "detail": why}
+    from hypothesis import settings
+    from convlstm_conformance import __version__
+    recorder.start({"profile": settings.get_current_profile_name(),
+                    "command": "pytest " + " ".join(config.invocation_params.args),
+                    "selected": _selected(config), "adapters": adapters,
+                    "suite_version": __version__, "spec": spec.fingerprint()})
+
+
+def pytest_generate_tests(metafunc):
+    if not _active(metafunc.config):
+        return
+    if "adapter_name" in metafunc.fixturenames:
+        names = _selected(metafunc.config)
+        metafunc.parametrize("adapter_name", names, ids=[display_name(n) for n in names])
+    if "clause_id" in metafunc.fixturenames:
+        spec = load_cached(metafunc.config.getoption("--spec"))
+        kinds = getattr(metafunc.module, "CLAUSE_KINDS", ())
+        only = getattr(metafunc.module, "CLAUSE_FILTER", lambda c: True)
+        ids = [c.id for c in spec.clauses.values() if c.kind in kinds and only(c)]
+        metafunc.parametrize("clause_id", ids, ids=ids)
+
+
+# --------------------------------------------------------------------------
+# Fixtures
+
+
+class AdapterPool:
+    """Adapters by command-line key, started on first use, closed at session end."""
+
+    def __init__(self, recorder: Recorder):
+        self.recorder = recorder
+        self._made: dict[str, Adapter] = {}
+        self._broken: dict[str, str] = {}
+
+    def name_of(self, key: str) -> str:
+        """The adapter's own name once it exists; records and reports use it."""
+        adapter = self._made.get(key)
+        return adapter.name if adapter is not None else display_name(key)
+
+    def get(self, key: str) -> Adapter:
+        if key in self._broken:
+            pytest.fail(f"adapter {display_name(key)} could not be created: {self._broken[key]}")
+        if key not in self._made:
+            entry = registry.entry_for(key)
+            try:
+                if entry is None and not key.startswith(("object:", "command:")):
+                    registry.known(key)          # raises with the known names
+                if entry is not None:
+                    ok, why = entry.available()
+                    if not ok:
+                        pytest.skip(f"adapter {key} unavailable: {why}")
+                adapter = registry.create(key)
+                caps = adapter.capabilities()
+            except pytest.skip.Exception:
+                raise
+            except Exception as exc:
+                self._broken[key] = f"{type(exc).__name__}: {exc}"
+                self.recorder.note_adapter(display_name(key), {
+                    "status": "broken", "detail": traceback.format_exc()[-2000:]})
+                pytest.fail(f"adapter {display_name(key)} could not be created: "
+                            f"{self._broken[key]}")
+            self._made[key] = adapter
+            info = self.recorder.adapters.get(adapter.name, {})
+            self.recorder.note_adapter(adapter.name, {
+                "capabilities": caps.to_json(),
+                "selected_as": sorted(set(info.get("selected_as", [])) | {key})})
+        return self._made[key]
+
+    def close(self) -> None:
+        for adapter in self._made.values():
+            try:
+                self.recorder.note_adapter(adapter.name, {"versions": adapter.versions()})
+            except Exception as exc:  # a dead worker must not hide the rest
+                self.recorder.note_adapter(adapter.name, {"versions_error": str(exc)})
+            try:
+                adapter.close()
+            except Exception:
+                pass
+
+
+@pytest.fixture(scope="session")
+def spec(pytestconfig):
+    return load_cached(pytestconfig.getoption("--spec"))
+
+
+@pytest.fixture(scope="session")
+def adapters(pytestconfig):
+    pool = pytestconfig._convlstm_pool
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="session")
+def results_dir(pytestconfig) -> Path:
+    return Path(pytestconfig.getoption("--results-dir"))
+
+
+@pytest.fixture(scope="session")
+def size(pytestconfig) -> str:
+    return pytestconfig.getoption("--size")
+
+
+@pytest.fixture
+def record(request) -> dict:
+    """Filled by the test; written as its JSON record."""
+    rec: dict = {}
+    request.node._convlstm_record = rec
+    return rec
+
+
+# --------------------------------------------------------------------------
+# Records
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    if not _active(item.config):
+        return
+    report = outcome.get_result()
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        rec = dict(getattr(item, "_convlstm_record", {}) or {})
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        rec.setdefault("clause", params.get("clause_id") or getattr(item.module, "CLAUSE", None))
+        key = params.get("adapter_name")
+        if key is not None:
+            rec["adapter"] = item.config._convlstm_pool.name_of(key)
+        rec.setdefault("test", item.module.__name__.rpartition(".")[2].removeprefix("test_"))
+        if hasattr(report, "wasxfail"):
+            status = "xpassed" if report.outcome == "passed" else "xfailed"
+            rec.setdefault("reason", report.wasxfail)
+        elif report.outcome == "failed":
+            status = "xpassed" if rec.get("xpassed") else ("failed" if report.when == "call" else "error")
+            if not rec.get("message"):
+                rec["message"] = str(report.longrepr)[-4000:]
+        elif report.outcome == "skipped":
+            status = "skipped"
+            longrepr = report.longrepr
+            rec.setdefault("reason", longrepr[2] if isinstance(longrepr, tuple) else str(longrepr))
+        else:
+            status = "passed"
+        rec.update({"nodeid": item.nodeid, "outcome": status,
+                    "duration_s": round(report.duration, 3)})
+        rec.pop("xpassed", None)
+        item.config._convlstm_recorder.write(rec)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    config = session.config
+    if not _active(config):
+        return
+    recorder: Recorder = config._convlstm_recorder
+    recorder.finish()
+    if recorder.controller and not config.getoption("--no-report"):
+        try:
+            path = render_report(recorder.dir)
+            config._convlstm_report = path
+        except Exception as exc:  # the records are safe; say why there is no HTML
+            config._convlstm_report_error = f"{type(exc).__name__}: {exc}"
+
+
+def render_report(results_dir: Path) -> Path | None:
+    """Render the records with the report renderer registered under the
+    ``convlstm_conformance.reporters`` entry-point group (the core does not
+    import the reports package; it finds it as it finds adapters)."""
+    from importlib.metadata import entry_points
+    for ep in entry_points(group=REPORTERS):
+        if ep.name == "html":
+            build = ep.load()
+            path, _ = build(results_dir, results_dir / "report.html")
+            return path
+    raise LookupError(f"no 'html' renderer registered under {REPORTERS}")
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if not _active(config):
+        return
+    recorder = config._convlstm_recorder
+    if not recorder.controller:
+        return
+    path = getattr(config, "_convlstm_report", None)
+    error = getattr(config, "_convlstm_report_error", None)
+    terminalreporter.section("convlstm-conformance")
+    terminalreporter.write_line(f"records: {recorder.dir}")
+    if path:
+        terminalreporter.write_line(f"report: {path}")
+    elif error:
+        terminalreporter.write_line(f"report not rendered: {error}")

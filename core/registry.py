@@ -1,0 +1,224 @@
+"""Which implementations exist, whether they are installed, and how to start them.
+
+Every implementation, ours and a third party's alike, is found through the
+entry-point group ``convlstm_conformance.adapters``.  An entry point names
+either an :class:`AdapterEntry` (everything the suite needs to know about an
+implementation, declared beside its adapter) or an Adapter class or factory,
+which gets an entry with the defaults.  Ours are declared in this
+distribution's ``pyproject.toml``; a third party declares its own::
+
+    [project.entry-points."convlstm_conformance.adapters"]
+    mylstm = "mypkg.conformance:MyAdapter"
+
+Listing is cheap: adapter modules import their frameworks lazily, and
+availability is decided without importing any framework (``find_spec`` only).
+Implementations can also be named for one run, in-process
+(``--adapter-object package.module:factory``) or out-of-process
+(``--adapter-command "name=CMD ..."``, the worker protocol of
+``docs/worker-protocol.md``).
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import os
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from convlstm_conformance.model import ADAPTER_ERROR, Adapter, Outcome
+
+GROUP = "convlstm_conformance.adapters"
+
+
+@dataclass(frozen=True)
+class AdapterEntry:
+    """Everything about one implementation the suite needs before running it."""
+
+    name: str
+    target: str                      # "module:attr": an Adapter class or factory
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    requires: tuple[str, ...] = ()   # modules that must be importable
+    isolate: bool = False            # run in a worker process
+    env: dict[str, str] = field(default_factory=dict)   # for the worker process
+    needs_gpu: bool = False
+    # Share of each test's examples this adapter gets: implementations that
+    # compile every new configuration (XLA) cost seconds per case.
+    example_share: float = 1.0
+    # Cases (fresh weights and inputs) each numerics and gradients example
+    # runs on its configuration.  For the compiling adapters a configuration
+    # costs ~0.3 s and each further case a few milliseconds, so every
+    # compilation buys several data draws (benchmarks/README.md, throughput).
+    data_per_example: int = 1
+
+    def available(self) -> tuple[bool, str]:
+        missing = [m for m in self.requires if not _importable(m)]
+        if missing:
+            return False, f"not installed: {', '.join(missing)}"
+        if self.needs_gpu and not gpu_present():
+            return False, "no NVIDIA GPU on this machine"
+        return True, ""
+
+    def create(self) -> Adapter:
+        """Instantiate: in a worker process when ``isolate``, else guarded in-process."""
+        if self.isolate:
+            from convlstm_conformance.worker import WorkerAdapter
+            return WorkerAdapter(self.name, self.target, self.kwargs, env=self.env)
+        adapter = instantiate(self.target, self.kwargs)
+        if adapter.name != self.name:
+            raise ValueError(f"{self.target} calls itself {adapter.name!r}, but its entry "
+                             f"registers it as {self.name!r}")
+        return Guarded(adapter)
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+#: Cases per numerics and gradients example for adapters that compile every
+#: new configuration (see AdapterEntry.data_per_example).
+COMPILED_DATA = 3
+
+
+def gpu_present() -> bool:
+    """An NVIDIA GPU is visible (cheap check: no framework import)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return os.path.exists("/dev/nvidia0") or shutil.which("nvidia-smi") is not None
+
+
+@functools.lru_cache(maxsize=1)
+def discover() -> tuple[tuple[AdapterEntry, ...], tuple[tuple[str, str], ...]]:
+    """Every registered entry, and (name, why) for entry points that are broken."""
+    from importlib.metadata import entry_points
+    entries: list[AdapterEntry] = []
+    broken: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for ep in entry_points(group=GROUP):
+        if ep.name in seen:
+            broken.append((ep.name, f"registered twice (again by {ep.value})"))
+            continue
+        seen.add(ep.name)
+        try:
+            obj = ep.load()
+        except Exception as exc:   # a third party's broken module must not hide the rest
+            broken.append((ep.name, f"cannot load {ep.value}: {type(exc).__name__}: {exc}"))
+            continue
+        if isinstance(obj, AdapterEntry):
+            if obj.name != ep.name:
+                broken.append((ep.name, f"{ep.value} declares the name {obj.name!r}"))
+                continue
+            entries.append(obj)
+        elif callable(obj):
+            entries.append(AdapterEntry(ep.name, ep.value))
+        else:
+            broken.append((ep.name, f"{ep.value} is neither an AdapterEntry nor an Adapter "
+                                    f"class or factory"))
+    return tuple(entries), tuple(broken)
+
+
+def entries() -> tuple[AdapterEntry, ...]:
+    return discover()[0]
+
+
+def known(name: str) -> AdapterEntry:
+    for entry in entries():
+        if entry.name == name:
+            return entry
+    raise KeyError(f"unknown adapter {name!r}; known: {', '.join(e.name for e in entries())}")
+
+
+def installed() -> list[str]:
+    """Registered adapters runnable here."""
+    return [e.name for e in entries() if e.available()[0]]
+
+
+def instantiate(target: str, kwargs: dict[str, Any] | None = None) -> Adapter:
+    """``module:attr`` called with ``kwargs``: an Adapter class or factory."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"adapter target must be 'module:attr', got {target!r}")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    adapter = obj(**(kwargs or {}))
+    if not isinstance(adapter, Adapter):
+        raise TypeError(f"{target} did not produce an Adapter, got {type(adapter).__name__}")
+    return adapter
+
+
+def from_object(path: str) -> Adapter:
+    """An in-process third-party adapter named ``module:attr`` (class or factory)."""
+    return Guarded(instantiate(path, {}))
+
+
+def from_command(spec: str) -> Adapter:
+    """An out-of-process implementation: ``NAME=COMMAND ARGS...`` speaking the
+    worker protocol (docs/worker-protocol.md)."""
+    import shlex
+    from convlstm_conformance.worker import WorkerAdapter
+    name, sep, command = spec.partition("=")
+    argv = shlex.split(command)
+    if not sep or not name.strip() or not argv:
+        raise ValueError(f"--adapter-command wants NAME=COMMAND, got {spec!r}")
+    return WorkerAdapter(name.strip(), argv=argv)
+
+
+def create(key: str) -> Adapter:
+    """An adapter from how a command line names it: a registered name,
+    ``object:module:attr`` or ``command:NAME=COMMAND``."""
+    if key.startswith("object:"):
+        return from_object(key[len("object:"):])
+    if key.startswith("command:"):
+        return from_command(key[len("command:"):])
+    return known(key).create()
+
+
+def entry_for(key: str) -> AdapterEntry | None:
+    """The registered entry behind a command-line key (None for objects and commands)."""
+    if key.startswith(("object:", "command:")):
+        return None
+    try:
+        return known(key)
+    except KeyError:
+        return None
+
+
+class Guarded(Adapter):
+    """An in-process adapter whose exceptions become outcomes.
+
+    The interface says ``run`` never raises; a third-party adapter that does
+    anyway is recorded as an adapter error for that case, with its traceback,
+    and the run goes on.
+    """
+
+    def __init__(self, inner: Adapter):
+        self.inner = inner
+        self.name = inner.name
+
+    def capabilities(self):
+        return self.inner.capabilities()
+
+    def versions(self):
+        return self.inner.versions()
+
+    def run(self, case):
+        start = time.perf_counter()
+        try:
+            return self.inner.run(case)
+        except Exception:
+            return Outcome(status=ADAPTER_ERROR, duration_s=time.perf_counter() - start,
+                           detail=f"{self.name}.run raised instead of returning an outcome:\n"
+                                  + traceback.format_exc()[-3000:])
+
+    def reset(self):
+        getattr(self.inner, "reset", lambda: None)()
+
+    def close(self):
+        self.inner.close()
