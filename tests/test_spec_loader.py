@@ -15,7 +15,6 @@ import pytest
 from convlstm_conformance.spec import DEFAULT_SPEC, SpecError, load
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 REAL_TEXT = DEFAULT_SPEC.read_text(encoding="utf-8")
 
 # A small complete spec: every line number below is under this file's control.
@@ -25,7 +24,8 @@ layer: Tiny
 sources:
   ref:
     title: "reference"
-    file: seeds/tiny.txt
+    url: https://example.org/tiny
+    version: "1.0"
 derived:
   pad: "lower(padding)"
 arguments:
@@ -204,7 +204,7 @@ MINIMAL_DEFECTS = {
     "duplicate-clause-id": ("- id: SEM-PAD", "- id: SHAPE-ANY", "kind: semantics",
                             None),  # expected line computed in the test: the second `- id: SHAPE-ANY`
     "duplicate-of-domain-clause": ("- id: SEM-PAD", "- id: ARG-FILTERS", "- id: ARG-FILTERS",
-                                   r"^duplicate clause id ARG-FILTERS \(first at line 17\)$"),
+                                   r"^duplicate clause id ARG-FILTERS \(first at line 18\)$"),
     "unknown-source-clause": ("    source: ref\n    focus:", "    source: reff\n    focus:",
                               "source: reff", r"^unknown source 'reff'; declared: ref$"),
     "unknown-source-argument": ("    source: ref\n    rank: 5", "    source: docs\n    rank: 5",
@@ -236,8 +236,12 @@ MINIMAL_DEFECTS = {
                            r"at clauses/2: 'doc' is a required property"),
     "semantics-without-focus": ("    focus: {padding: [same]}\n", "", "- id: SEM-PAD",
                                 r"at clauses/2: 'focus' is a required property"),
-    "bad-source-url": ("    file: seeds/tiny.txt", "    url: ftp://example.org/x", "url:",
+    "bad-source-url": ("    url: https://example.org/tiny", "    url: ftp://example.org/x", "url:",
                        r"at sources/ref/url: 'ftp://example.org/x' does not match"),
+    "source-without-version": ('    version: "1.0"\n', "", 'title: "reference"',
+                               r"at sources/ref: 'version' is a required property"),
+    "source-as-a-file": ("    url: https://example.org/tiny", "    file: seeds/tiny.txt", "file:",
+                         r"at sources/ref: unknown key: .*'file' was unexpected"),
     "missing-dtypes": ("dtypes:\n  float32: {computes_in: float32}\n  float16: {computes_in: float16}\n"
                        "  mixed_float16: {computes_in: float16, policy: true}\n", "", "spec_version",
                        r"at \(top level\): 'dtypes' is a required property"),
@@ -372,13 +376,13 @@ REAL_DEFECTS = {
     "expr-unknown-name": ("when: \"pad == 'same'\"", "when: \"paddding == 'same'\"", "paddding",
                           r"^bad expression: unknown name\(s\) paddding in "),
     "duplicate-clause-id": ("  - id: SHAPE-SAME\n", "  - id: SHAPE-VALID\n", None, None),
-    "unknown-source": ("    source: keras-tutorial\n    when:", "    source: keras-blog\n    when:",
+    "unknown-source": ("    source: keras3-dropout-cell\n", "    source: keras-blog\n",
                        "keras-blog", r"^unknown source 'keras-blog'; declared: "),
     "bad-regex": ('match: "(?i)kernel_size"', 'match: "(?i)kernel_size)"', "kernel_size)",
                   r"^bad message pattern "),
     "unknown-exception": ('{type: ValueError, match: "(?i)padding"', '{type: ArgumentError, match: "(?i)padding"',
                           "ArgumentError", r"^unknown exception type 'ArgumentError'"),
-    "duplicate-key": ("  keras-tutorial:\n", "  keras3-reference:\n", None, r"^duplicate key 'keras3-reference'$"),
+    "duplicate-key": ("  keras3-saving:\n", "  keras3-reference:\n", None, r"^duplicate key 'keras3-reference'$"),
 }
 
 
@@ -478,11 +482,14 @@ def test_same_default_comparison():
     assert not _same_default(spec, "data_format", None, "channels_last")
 
 
-def test_source_files_exist_in_shared():
-    if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} is not present")
-    spec = load()
-    files = {name: s["file"] for name, s in spec.sources.items() if "file" in s}
-    assert files, "the spec declares no source files"
-    missing = {name: f for name, f in files.items() if not (SHARED / f).is_file()}
-    assert not missing, f"source files missing under {SHARED}: {missing}"
+def test_sources_cite_upstream_at_the_pinned_release():
+    """Every source is a URL at a named release; Keras source links carry the
+    tag of that release, which is the Keras the suite is pinned to."""
+    pinned = re.search(r"^keras==([\d.]+)$", (REPO / "constraints.txt").read_text(), re.M).group(1)
+    for name, source in load().sources.items():
+        assert source["url"].startswith("https://"), (name, source["url"])
+        if "github.com/keras-team/keras/" in source["url"]:
+            tag = re.search(r"/blob/v([\d.]+)/", source["url"]).group(1)
+            assert tag == pinned and source["version"] == f"Keras {tag}", (
+                f"source {name} cites Keras {tag} ({source['version']}), but the suite is "
+                f"pinned to keras=={pinned} in constraints.txt")
