@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from convlstm_conformance import registry
+from convlstm_conformance import records, registry
 from convlstm_conformance.spec import load_cached
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,3 +73,21 @@ def test_a_wrong_implementation_fails_with_clause_budget_and_reproduction(tmp_pa
 def test_the_correct_float32_implementation_passes_the_suite(tmp_path):
     proc = _pytest(tmp_path, "--adapters", "", "--adapter-object", "tests.mutants:correct")
     assert proc.returncode == 0, proc.stdout[-4000:]
+    # One implementation, one name: every test (golden, capabilities and
+    # dropout ones included) records it by its own name, not its command-line
+    # spelling, and run.json says how it was selected.
+    written = _records(tmp_path)
+    assert {r["adapter"] for r in written} == {"float32-numpy"}, {r["adapter"] for r in written}
+    assert {r["test"] for r in written} >= {"golden", "capabilities", "numerics", "structure"}
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["adapters"]["float32-numpy"]["selected_as"] == ["object:tests.mutants:correct"]
+
+
+def test_every_record_of_a_run_follows_the_schema(tmp_path):
+    proc = _pytest(tmp_path, "--adapters", "oracle", "-k", "SEM-STEP or STRUCT or ARG-FILTERS")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    written = _records(tmp_path)
+    assert written
+    for r in written:
+        assert records.problems(r) == [], r
+    assert records.problems(json.loads((tmp_path / "run.json").read_text()), "run") == []
