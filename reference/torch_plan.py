@@ -41,7 +41,7 @@ NATIVE_MAX_FILTERS = {"float32": 16, "float64": 8}
 #: never forms (each transform mixes a 4x4 tile), so they are bounded by the
 #: tolerance model's direct-summation magnitude only where many channel
 #: products average out: on dense data the worst element uses 0.69 of that
-#: bound at one channel and 0.015 at eight (benchmarks/winograd_accuracy.py,
+#: bound at one channel and 0.015 at eight (reference/benchmarks/winograd_accuracy.py,
 #: figures in benchmarks/README.md).
 WINOGRAD_MIN_CHANNELS = 8
 
