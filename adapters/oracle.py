@@ -1,8 +1,9 @@
 """The float64 oracle behind the adapter interface (forward only).
 
 The oracle is the suite's judge (``convlstm_conformance.oracle``); this entry
-lets it run as an implementation too, so its own conformance to the clauses
-that are not numerical (structure, shapes, masks) is checked like anyone's.
+lets it run as an implementation too.  Its numbers are then judged against a
+second float64 formulation (``convlstm_conformance.oracle_twin``, see
+``is_judge``), so every clause it judges others on is checked independently.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ class NumpyOracle(Adapter):
     """The float64 oracle as an implementation."""
 
     name = "oracle"
+    is_judge = True      # judged against core/oracle_twin.py, not against itself
 
     def capabilities(self) -> Capabilities:
         names = activations() | {None}
@@ -54,8 +56,8 @@ class NumpyOracle(Adapter):
         state = bool(case.config.get("return_state", False))
         flat = [[r.output, r.h, r.c] if state else [r.output] for r in results]
         return Outcome(status=OK, outputs=flat[0], structure="list" if state else "tensor",
-                       dtypes=["float64"] * len(flat[0]), followup_outputs=flat[1:],
-                       duration_s=time.perf_counter() - start)
+                       dtypes=[str(np.asarray(a).dtype) for a in flat[0]],
+                       followup_outputs=flat[1:], duration_s=time.perf_counter() - start)
 
 
 ENTRY = AdapterEntry("oracle", f"{__name__}:NumpyOracle", requires=("numpy", "scipy"),

@@ -13,7 +13,7 @@ refusing), a crash, a hang, an adapter error.
 import numpy as np
 import pytest
 
-from convlstm_conformance import features, records, tolerance
+from convlstm_conformance import features, harness, records
 from convlstm_conformance.model import REFUSED, RAISED, OK
 from convlstm_conformance.strategies import Chooser, Unsatisfiable, draw_config, make_case
 
@@ -43,7 +43,7 @@ def test_outside_claims_refuses_or_works(adapter_name, adapters, spec, record):
         if outcome.status in (REFUSED, RAISED):
             refused.append(f"{label}: {outcome.status}")
         elif outcome.status == OK:
-            verdict = tolerance.judge(case, outcome)
+            verdict = harness.judge_for(adapter)(case, outcome)
             if verdict.unjudged:
                 records.note_not_judged(record, f"{label}: {verdict.unjudged}")
             elif verdict.passed:

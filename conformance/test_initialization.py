@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-from convlstm_conformance import harness, tolerance
+from convlstm_conformance import harness
 from convlstm_conformance.strategies import configs, focus_for, make_case, round_to, seeds
 
 CLAUSE_KINDS = ("initialization",)
@@ -65,7 +65,7 @@ def test_initialization(adapter_name, clause_id, adapters, spec, record, results
             # The outputs must be those of the oracle on the weights the layer used.
             for name in ("kernel", "recurrent_kernel", "bias"):
                 setattr(case, name, round_to(outcome.weights[name], case.dtype))
-            verdict = tolerance.judge(case, outcome)
+            verdict = harness.judge_for(adapter)(case, outcome)
             errors = verdict.errors
             if verdict.unjudged:
                 ctx.not_judged(verdict.unjudged)

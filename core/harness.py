@@ -9,6 +9,7 @@ the measured error against its budget and that command.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -20,7 +21,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pytest
 
-from convlstm_conformance import features, records, registry
+from convlstm_conformance import features, oracle_twin, records, registry, tolerance
 from convlstm_conformance.expectations import Expectation, for_adapter
 from convlstm_conformance.model import Adapter, Case, Outcome, OK, RAISED
 from convlstm_conformance.spec import Clause, Spec
@@ -37,6 +38,18 @@ def xfail_if_expected(spec: Spec, adapter_name: str, clause_id: str, problem: st
     if entries:
         record["reason"] = entries[0].describe()
         pytest.xfail(f"[{clause_id}] expected failure on {adapter_name}: {entries[0].describe()}")
+
+
+def judge_for(adapter: Adapter) -> Callable:
+    """The judge of an adapter's outputs: the oracle, or for the oracle itself
+    the second formulation (a judge judged against itself proves nothing)."""
+    if getattr(adapter, "is_judge", False):
+        return functools.partial(tolerance.judge, expected=oracle_twin.forward_calls)
+    return tolerance.judge
+
+
+def judged_against(adapter: Adapter) -> str:
+    return "oracle_twin" if getattr(adapter, "is_judge", False) else "oracle"
 
 
 def repro_command(case_path: Path, adapter: str, clause: str) -> str:
@@ -69,7 +82,8 @@ class Context:
     def __post_init__(self):
         self.expectations: list[Expectation] = for_adapter(self.spec, self.adapter.name)
         self.record.update({"clause": self.clause.id, "adapter": self.adapter.name,
-                            "examples": 0, "worst_ratio": None, "errors": {}})
+                            "examples": 0, "worst_ratio": None, "errors": {},
+                            "judge": judged_against(self.adapter)})
 
     # -- per example ---------------------------------------------------
     def steer(self, drawn: Drawn, dtype: str | None = None) -> None:
@@ -99,6 +113,8 @@ class Context:
         ``judge``; steered on the first case (see steer).  A mismatch is run a
         second time to tell nondeterminism from divergence, whose wordings
         the caller gives."""
+        if getattr(self.adapter, "is_judge", False):
+            diverges = diverges.replace("the oracle", "the oracle's twin (core/oracle_twin.py)")
         for k, (seed, scale) in enumerate(data):
             case = make(seed, scale)
             if k == 0:

@@ -267,6 +267,9 @@ class Adapter(ABC):
 
     #: Stable name used on the command line, in reports and expectations files.
     name: str = ""
+    #: True only for the suite's own float64 oracle: its outputs are judged
+    #: against a second formulation (``oracle_twin``), never against itself.
+    is_judge: bool = False
 
     @abstractmethod
     def capabilities(self) -> Capabilities:

@@ -13,7 +13,9 @@ Test record fields (``TEST_RECORD``):
 * identity: ``schema``, ``run_id``, ``nodeid``, ``test`` (the suite module's
   area: numerics, structure, ...), ``clause``, ``adapter`` (the adapter's own
   name, however the command line spelled it), ``outcome``, ``duration_s``;
-* what was judged: ``examples`` (judged examples), ``worst_ratio`` (largest
+* what was judged: ``examples`` (judged examples), ``judge`` (what the
+  outputs were compared with: the oracle, or for the oracle itself its
+  twin formulation), ``worst_ratio`` (largest
   error/budget of a judged example; null when nothing numeric was judged),
   ``errors`` (per returned tensor of the failing example), ``not_judged``
   (``count`` and distinct ``reasons``: cases outside the tolerance model's
@@ -65,6 +67,7 @@ TEST_RECORD: dict[str, Any] = {
         "outcome": {"enum": list(OUTCOMES)},
         "duration_s": {"type": "number", "minimum": 0},
         "examples": {"type": "integer", "minimum": 0},
+        "judge": {"enum": ["oracle", "oracle_twin"]},
         "worst_ratio": _NUMBER_OR_NULL,
         "errors": {"type": "object", "additionalProperties": ERROR_MEASURE},
         "not_judged": {

@@ -201,6 +201,7 @@ class Guarded(Adapter):
     def __init__(self, inner: Adapter):
         self.inner = inner
         self.name = inner.name
+        self.is_judge = bool(getattr(inner, "is_judge", False))
 
     def capabilities(self):
         return self.inner.capabilities()

@@ -343,11 +343,15 @@ def compare_tensor(name: str, got: np.ndarray, want: np.ndarray,
     return TensorError(name, float(err.max()), float(budget[idx]), float(ratio[idx]), idx)
 
 
-def judge(case: Case, outcome: Outcome, oracle_result: "oracle.Result | None" = None) -> Verdict:
+def judge(case: Case, outcome: Outcome, oracle_result: "oracle.Result | None" = None,
+          expected=None) -> Verdict:
     """Judge an implementation's outcome for ``case`` against the oracle.
 
     Follow-up calls on a stateful layer are judged too, each with the error
-    of the state it carries in from the call before.
+    of the state it carries in from the call before.  ``expected(case)``, when
+    given, supplies the (output, h, c) of every call to compare with in place
+    of the oracle's values (the budgets still come from the oracle's trace):
+    how the oracle itself is judged, against ``oracle_twin``.
     """
     if outcome.status != OK:
         return Verdict(False, problems=[f"implementation did not return: {outcome.summary()}"])
@@ -358,6 +362,8 @@ def judge(case: Case, outcome: Outcome, oracle_result: "oracle.Result | None" = 
         return Verdict(False, problems=[f"returned results for {len(calls)} call(s), "
                                         f"expected {len(results)}"])
     names = ["output", "h", "c"] if case.config.get("return_state", False) else ["output"]
+    wanted = (expected(case) if expected is not None
+              else [(r.output, r.h, r.c) for r in results])
     verdict = Verdict(True)
     carried = None
     import dataclasses
@@ -377,7 +383,7 @@ def judge(case: Case, outcome: Outcome, oracle_result: "oracle.Result | None" = 
             verdict.problems.append(f"{label}returned {len(got_all)} tensors, expected "
                                     f"{len(names)} ({', '.join(names)})")
             continue
-        want = {"output": res.output, "h": res.h, "c": res.c}
+        want = dict(zip(("output", "h", "c"), wanted[k]))
         for name, got in zip(names, got_all):
             cmp = compare_tensor(f"{label}{name}", got, want[name], bud[name])
             if isinstance(cmp, str):

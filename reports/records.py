@@ -62,6 +62,7 @@ class Record:
     duration_s: float | None = None
     examples: int | None = None
     test: str = ""
+    judge: str = ""                      # "oracle", or "oracle_twin" for the oracle itself
     dims: Any = None
     not_judged: int = 0                  # cases outside the tolerance model's domain
     not_judged_reasons: list[str] = field(default_factory=list)
@@ -374,7 +375,7 @@ def _parse_record(obj: dict) -> tuple[Record | None, str, int]:
         config=obj.get("config"), dtype=obj.get("dtype"), errors=errors,
         worst_ratio=ratio, message=obj.get("message") or "", repro=obj.get("repro"),
         reason=obj.get("reason"), duration_s=duration, examples=obj.get("examples"),
-        test=obj.get("test") or "", dims=obj.get("dims"),
+        test=obj.get("test") or "", judge=obj.get("judge") or "", dims=obj.get("dims"),
         not_judged=int(not_judged.get("count", 0)),
         not_judged_reasons=list(not_judged.get("reasons", [])),
         excused_draws=int(obj.get("excused_draws") or 0), expected=list(obj.get("expected") or []),

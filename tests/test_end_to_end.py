@@ -41,6 +41,9 @@ def test_suite_passes_on_the_oracle_and_writes_records_and_report(tmp_path):
     numeric = {c.id for c in spec.of_kind("semantics", "structure", "shape", "layout")
                if not c.dtypes or "float64" in c.dtypes}
     assert numeric <= tested, f"clauses never passed on the oracle: {sorted(numeric - tested)}"
+    # The judge is never judged against itself: its numbers meet the twin.
+    numerics = [r for r in records if r.get("test") == "numerics"]
+    assert numerics and {r["judge"] for r in numerics} == {"oracle_twin"}
     assert (tmp_path / "report.html").stat().st_size > 1000
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["finished"] and run["profile"] == "ci"
