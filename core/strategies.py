@@ -8,8 +8,9 @@ construction, not by throwing draws away; :func:`rejection_rate` measures it.
 
 An invalid configuration for clause X is drawn the same way except that the
 names X breaks are drawn from X's ``break`` recipe; everything drawn after them
-adapts (their bounds read the broken values), and the draw is kept only if X is
-the one clause it violates.
+adapts (their bounds read the broken values), so X is the one clause it
+violates.  Nothing is filtered: a draw that breaks the promise raises
+:class:`ConstructionError` (``configs``, ``invalid_configs``).
 
 One code path serves two drivers: Hypothesis (``draw``) for the suite and a
 NumPy generator for measurements and benchmarks.
@@ -321,29 +322,45 @@ def _corrupt_state_shape(shape: tuple, how: str, channels_first: bool) -> tuple:
 # Hypothesis strategies
 
 
+class ConstructionError(AssertionError):
+    """A draw the construction promised valid (or breaking exactly one
+    clause) is not: the spec's draw ranges and its clauses disagree."""
+
+
+def _constructed(spec: Spec, drawn: Drawn) -> Drawn:
+    """``drawn`` itself, checked: never filtered, so a spec edit that breaks
+    the construction fails loudly instead of thinning the draws unseen."""
+    try:
+        violated = spec.violations(drawn.config, drawn.dims, drawn.input_rank, drawn.probes)
+    except ExprError as exc:
+        raise ConstructionError(f"{spec.path}: a clause cannot be evaluated on the drawn "
+                                f"configuration {drawn.config}, dims {drawn.dims}: {exc}") from None
+    want = [drawn.broken] if drawn.broken else []
+    if violated != want:
+        raise ConstructionError(
+            f"{spec.path}: the construction drew {drawn.config}, dims {drawn.dims}, which "
+            f"breaks {violated or 'no clause'} where it should break {want or 'none'}")
+    return drawn
+
+
 def configs(spec: Spec, **kwargs):
     """Hypothesis strategy of valid :class:`Drawn` configurations."""
-    from hypothesis import assume, strategies as st
+    from hypothesis import strategies as st
 
     @st.composite
     def strategy(draw):
-        drawn = draw_config(Chooser(draw=draw), spec, **kwargs)
-        # Never false by construction; kept so a spec edit that breaks the
-        # construction shows up as a health-check failure, not a bad case.
-        assume(check(spec, drawn))
-        return drawn
+        return _constructed(spec, draw_config(Chooser(draw=draw), spec, **kwargs))
     return strategy()
 
 
 def invalid_configs(spec: Spec, clause: Clause, **kwargs):
     """Hypothesis strategy of configurations breaking exactly ``clause``."""
-    from hypothesis import assume, strategies as st
+    from hypothesis import strategies as st
 
     @st.composite
     def strategy(draw):
-        drawn = draw_config(Chooser(draw=draw), spec, breaking=clause, **kwargs)
-        assume(check(spec, drawn))
-        return drawn
+        return _constructed(spec, draw_config(Chooser(draw=draw), spec, breaking=clause,
+                                              **kwargs))
     return strategy()
 
 

@@ -2,20 +2,24 @@
 exactly the named one, by construction (rejection rate measured)."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given, settings, strategies as st
 
 from convlstm_conformance.features import Capabilities, required_features
 from convlstm_conformance.spec import load_cached
-from convlstm_conformance.strategies import (BIG, Chooser, configs, draw_config, focus_for, invalid_configs,
+from convlstm_conformance.strategies import (BIG, Chooser, configs, draw_config, focus_for,
                                     make_case, rejection_rate)
 
 SPEC = load_cached()
 FORBIDDING = [c.id for c in SPEC.forbidding()]
 
 
+# The construction itself, driven by Hypothesis with nothing filtered: these
+# properties are what configs() and invalid_configs() promise.
+
 @settings(max_examples=200, deadline=None)
-@given(drawn=configs(SPEC))
-def test_valid_draws_break_no_clause(drawn):
+@given(data=st.data())
+def test_valid_draws_break_no_clause(data):
+    drawn = draw_config(Chooser(draw=data.draw), SPEC)
     assert SPEC.violations(drawn.config, drawn.dims) == [], drawn
 
 
@@ -24,12 +28,55 @@ def test_invalid_draws_break_exactly_their_clause(clause_id):
     clause = SPEC.clause(clause_id)
 
     @settings(max_examples=40, deadline=None)
-    @given(drawn=invalid_configs(SPEC, clause))
-    def check(drawn):
+    @given(data=st.data())
+    def check(data):
+        drawn = draw_config(Chooser(draw=data.draw), SPEC, breaking=clause)
         assert SPEC.violations(drawn.config, drawn.dims, drawn.input_rank,
                                drawn.probes) == [clause_id], drawn
 
     check()
+
+
+def test_the_strategy_varies():
+    """configs() as the suite draws it: many distinct configurations, every
+    value the spec lists for drawing among them."""
+    seen = []
+
+    @settings(max_examples=300, deadline=None, derandomize=True, database=None)
+    @given(drawn=configs(SPEC))
+    def collect(drawn):
+        seen.append(drawn)
+
+    collect()
+    keys = {d.key() for d in seen}
+    assert len(keys) >= 150, f"only {len(keys)} distinct configurations in {len(seen)} draws"
+    for arg in SPEC.arguments.values():
+        if arg.draw is not None and arg.draw.values is not None:
+            drawn = {repr(d.config.get(arg.name)) for d in seen}
+            missing = {repr(v) for v in arg.draw.values} - drawn
+            assert not missing, f"{arg.name}: configs() never drew {missing}"
+    for dim in ("batch", "timesteps", "rows", "cols", "channels"):
+        assert len({d.dims[dim] for d in seen}) >= 3, f"{dim} hardly varies"
+
+
+def test_a_broken_construction_is_an_error_not_a_thinner_draw(monkeypatch):
+    """A draw the construction promised valid but is not raises (no filter)."""
+    from convlstm_conformance import strategies
+    real = strategies.draw_config
+
+    def filters_zero(*a, **k):
+        drawn = real(*a, **k)
+        drawn.config["filters"] = 0
+        return drawn
+    monkeypatch.setattr(strategies, "draw_config", filters_zero)
+
+    @settings(max_examples=5, deadline=None, database=None)
+    @given(drawn=configs(SPEC))
+    def use(drawn):
+        pass
+
+    with pytest.raises(strategies.ConstructionError, match=r"breaks \['ARG-FILTERS'\]"):
+        use()
 
 
 def test_rejection_rate_is_zero_for_valid_draws():
