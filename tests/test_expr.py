@@ -323,3 +323,89 @@ def test_non_integer_index_is_refused():
         parse("strides['a']")({"strides": (1, 2)})
     with pytest.raises(ExprError, match=r"index must be an integer, got 0.5"):
         parse("strides[0.5]")({"strides": (1, 2)})
+
+
+# --------------------------------------------------------------------------
+# Bounds: a hostile expression is refused quickly, never hangs or fills memory
+
+from convlstm_conformance import expr as expr_module  # noqa: E402
+from convlstm_conformance.expr import ExprLimitError  # noqa: E402
+
+
+@pytest.mark.parametrize("source, fragment", [
+    ("-" * 3000 + "1", "characters is too long"),
+    ("-" * 1500 + "1", "levels deep"),
+    ("1" + "+1" * 900, "levels deep"),
+    ("not " * 400 + "x", "levels deep"),
+    ("max(" * 60 + "1" + ")" * 60, "levels deep"),
+    ("9" * 400, "integer literal of 1329 bits"),
+])
+def test_oversized_expressions_are_refused_at_parse(source, fragment):
+    with pytest.raises(ExprLimitError) as info:
+        parse(source)
+    assert fragment in str(info.value), str(info.value)
+    assert len(str(info.value)) < 500, "the message quotes a shortened expression"
+
+
+@pytest.mark.parametrize("source, env, fragment", [
+    # Each exponent is small; together they tower past any memory.
+    ("((((2 ** 64) ** 64) ** 64) ** 64) ** 64", {}, "past 1024 bits"),
+    ("(x ** 64) ** 64", {"x": 3}, "past 1024 bits"),
+    ("x * x * x * x * x * x * x * x * x * x * x * x * x * x * x * x * x", {"x": 2 ** 63},
+     "product past 1024 bits"),
+    ("2 ** 100", {}, "exponent 100 too large"),
+    ("(0,) * 10000 + (0,)", {}, "more than 10000 items"),
+    ("t + t", {"t": (0,) * 6000}, "more than 10000 items"),
+    ("((0,) * 5000,) * 3", {}, "repetition too large"),
+    ("'a' * 10000 * 2", {}, "repetition too large"),
+    (" and ".join(["(0,) * 9000 == (0,) * 9000"] * 6), {}, "more than 100000 steps"),
+])
+def test_evaluations_past_a_bound_are_refused(source, env, fragment):
+    with pytest.raises(ExprLimitError) as info:
+        parse(source)(env)
+    assert fragment in str(info.value), str(info.value)
+
+
+def test_bounds_are_the_documented_figures():
+    # docs/limits.md names these; change both together.
+    assert (expr_module.MAX_EXPR_CHARS, expr_module.MAX_EXPR_DEPTH, expr_module.MAX_EXPONENT,
+            expr_module.MAX_INT_BITS, expr_module.MAX_ITEMS, expr_module.MAX_EVAL_STEPS) == \
+        (2_000, 40, 64, 1_024, 10_000, 100_000)
+
+
+@pytest.mark.parametrize("source, fragment", [
+    ("1j", "complex literal not allowed"),
+    ("b'x'", "bytes literal not allowed"),
+    ("...", "ellipsis literal not allowed"),
+])
+def test_literals_outside_the_value_types_are_refused(source, fragment):
+    with pytest.raises(ExprError, match=fragment):
+        parse(source)
+
+
+def test_a_nul_byte_is_a_syntax_error():
+    with pytest.raises(ExprError, match=r"^syntax error in 'rows\\x00'"):
+        parse("rows\0")
+
+
+def test_string_formatting_is_refused():
+    # "%999999999d" % 1 would allocate a gigabyte.
+    with pytest.raises(ExprError, match="string formatting with % is not allowed"):
+        parse("'%999999999d' % rows")({"rows": 1})
+    assert parse("rows % 3")({"rows": 7}) == 1
+
+
+def test_values_inside_the_bounds_still_compute():
+    assert parse("2 ** 64 * 2 ** 64")({}) == 2 ** 128
+    assert len(parse("(0,) * 5000 + (1,) * 5000")({})) == 10_000
+    assert parse("x ** 2")({"x": 2 ** 500}) == 2 ** 1000
+
+
+def test_evaluation_errors_name_the_origin_when_it_is_known():
+    e = parse("rows ** 99")
+    import dataclasses
+    located = dataclasses.replace(e, origin="spec.yaml:7")
+    with pytest.raises(ExprLimitError) as info:
+        located({"rows": 2})
+    assert str(info.value).startswith("spec.yaml:7: evaluating 'rows ** 99': exponent 99"), \
+        str(info.value)
