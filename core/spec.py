@@ -6,10 +6,17 @@ well formed, sources declared, every expression parsed and its names known,
 ``break`` recipes naming real arguments.  Any failure raises :class:`SpecError`
 carrying the file, the line and the reason.
 
+A spec file is untrusted input: its size, its YAML nesting and the nodes its
+aliases expand to are bounded before anything else reads it, every expression
+is bounded by ``expr.py``, and every message pattern is checked for the nested
+repetition that makes a regular expression take exponential time.  The bounds
+are listed in ``docs/limits.md``.
+
 Python code reads clauses and arguments from here; it never repeats them.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -21,7 +28,7 @@ from typing import Any, Iterator, Mapping
 import yaml
 
 import convlstm_conformance.specs as _specs_package
-from convlstm_conformance.expr import Expr, ExprError, parse
+from convlstm_conformance.expr import Expr, ExprError, ExprLimitError, parse
 
 # The contract ships as package data (top-level ``specs/`` in a checkout).
 SPEC_DIR = Path(_specs_package.__file__).resolve().parent
@@ -38,6 +45,12 @@ PROBE_DEFAULTS = {
     "unknown_dim": "none",       # the layer built for an input whose rows/cols/channels are unknown
 }
 EXTRA_NAMES = ("input_rank", "given", *PROBE_DEFAULTS)
+# Bounds on the file itself (docs/limits.md).  The shipped spec: 33 KB,
+# nesting 7 levels, about 2,000 nodes, message patterns under 100 characters.
+MAX_SPEC_BYTES = 1 << 20        # 1 MiB
+MAX_YAML_DEPTH = 32             # mappings and sequences inside one another
+MAX_YAML_NODES = 100_000        # nodes, every alias counted as the nodes it stands for
+MAX_PATTERN_CHARS = 500         # an error's message pattern
 KNOWN_EXCEPTIONS = frozenset({"ValueError", "TypeError", "RuntimeError", "Exception",
                               "NotImplementedError", "IndexError", "KeyError"})
 
@@ -65,7 +78,57 @@ class _LineList(list):
 
 
 class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that records where each mapping, key and sequence starts."""
+    """SafeLoader that records where each mapping, key and sequence starts,
+    and refuses nesting deeper than MAX_YAML_DEPTH while composing (the
+    composer and the constructor recurse once per level)."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(
+                    None, None, f"nesting deeper than {MAX_YAML_DEPTH} levels (limit "
+                                f"MAX_YAML_DEPTH)", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """Nodes the document holds once every alias is replaced by what it names
+    (what _plain and the schema check would walk), counted on the composed
+    graph without expanding it; stops counting past MAX_YAML_NODES.  An alias
+    inside the node it names (a loop) is a ComposerError at that node."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()             # on the current path
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            open_.discard(key)
+            sizes[key] = min(1 + sum(sizes[id(c)] for c in _children(node)), MAX_YAML_NODES + 1)
+            continue
+        if key in sizes:
+            continue
+        if key in open_:
+            raise yaml.composer.ComposerError(None, None, "found a recursive alias: a node "
+                                                          "that contains itself", node.start_mark)
+        open_.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node) if id(c) not in sizes)
+    return sizes[id(root)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _LineDict:
@@ -97,24 +160,58 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 
-def _load_yaml(path: Path) -> Any:
+def _read_spec(path: Path) -> bytes:
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
         raise SpecError(path, None, "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(path, None, f"cannot read: {exc}") from None
-    loader = _LineLoader(text)
-    loader.name = str(path)
+    except OSError as exc:
+        raise SpecError(path, None, f"cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(path, None, f"larger than {MAX_SPEC_BYTES} bytes (limit MAX_SPEC_BYTES)")
+    return data
+
+
+def _load_yaml(path: Path, data: bytes | None = None) -> Any:
+    if data is None:
+        data = _read_spec(path)
     try:
-        return loader.get_single_data()
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise SpecError(path, line, f"cannot read: not UTF-8 ({exc.reason} at byte "
+                                    f"{exc.start})") from None
+    loader = None
+    try:
+        loader = _LineLoader(text)       # the reader checks the characters here
+        loader.name = str(path)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node)
+        if size > MAX_YAML_NODES:
+            raise SpecError(path, node.start_mark.line + 1,
+                            f"the document expands to more than {MAX_YAML_NODES} nodes once "
+                            f"its aliases are followed (limit MAX_YAML_NODES)")
+        return loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
         raise SpecError(path, line, f"YAML syntax: {exc.problem or exc}") from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        what = "NUL" if exc.character in ("\0", 0) else f"#x{ord(exc.character) if isinstance(exc.character, str) else exc.character:04x}"
+        raise SpecError(path, line, f"YAML: unacceptable character {what} (control "
+                                    f"characters are not allowed)") from None
     except yaml.YAMLError as exc:
         raise SpecError(path, None, f"YAML: {exc}") from None
+    except RecursionError:
+        # Nesting is bounded while composing; this is the last line of defence.
+        raise SpecError(path, None, f"YAML nested too deeply (limit {MAX_YAML_DEPTH} "
+                                    f"levels)") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _line_of(doc: Any, path: list) -> int | None:
@@ -277,6 +374,8 @@ class Spec:
     clauses: dict[str, Clause]
     sha256: str = ""
     dtypes: dict[str, DType] = field(default_factory=dict)
+    # Every expression with its line, in file order (the loader's dry run).
+    expressions: tuple[tuple[Expr, int], ...] = field(default=(), repr=False)
 
     # -- queries -------------------------------------------------------
     def clause(self, clause_id: str) -> Clause:
@@ -340,6 +439,8 @@ class Spec:
                 continue
             try:
                 env[name] = expr(env)
+            except ExprLimitError:
+                raise           # a defect of the spec, not of this configuration
             except ExprError:
                 pass
         return env
@@ -393,11 +494,14 @@ class Spec:
 def load(path: str | Path = DEFAULT_SPEC) -> Spec:
     """Load and check a spec file; raises SpecError on any defect."""
     path = Path(path)
-    doc = _load_yaml(path)
+    data = _read_spec(path)
+    doc = _load_yaml(path, data)
     if not isinstance(doc, dict):
         raise SpecError(path, getattr(doc, "line", 1), "the spec must be a mapping at top level")
     _validate_schema(path, doc)
-    return _Builder(path, doc).build()
+    spec = _Builder(path, doc, hashlib.sha256(data).hexdigest()).build()
+    _dry_run(spec)
+    return spec
 
 
 @functools.lru_cache(maxsize=8)
@@ -411,8 +515,8 @@ def _validate_schema(path: Path, doc: Any) -> None:
     errors = sorted(validator.iter_errors(_plain(doc)), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         err = jsonschema.exceptions.best_match(errors) or errors[0]
-        where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
-        message = err.message
+        where = _cut("/".join(str(p) for p in err.absolute_path) or "(top level)")
+        message = _cut(err.message)
         line = _line_of(doc, list(err.absolute_path))
         if err.validator == "additionalProperties":
             message = f"unknown key: {message}"
@@ -427,6 +531,13 @@ def _validate_schema(path: Path, doc: Any) -> None:
         raise SpecError(path, line, f"at {where}: {message}")
 
 
+def _cut(text: str, limit: int = 300) -> str:
+    """Messages quote the offending value; a hostile one may be a megabyte."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit // 2]}...({len(text) - limit} characters)...{text[-limit // 2:]}"
+
+
 def _plain(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: _plain(v) for k, v in obj.items()}
@@ -436,8 +547,10 @@ def _plain(obj: Any) -> Any:
 
 
 class _Builder:
-    def __init__(self, path: Path, doc: _LineDict):
-        self.path, self.doc = path, doc
+    def __init__(self, path: Path, doc: _LineDict, sha256: str):
+        self.path, self.doc, self.sha256 = path, doc, sha256
+        # Every expression with its line, for the dry run after building.
+        self.exprs: list[tuple[Expr, int]] = []
 
     def fail(self, line: int | None, reason: str) -> SpecError:
         return SpecError(self.path, line, reason)
@@ -540,8 +653,8 @@ class _Builder:
                 call=dict(c.get("call") or {}), dtypes=tuple(c.get("dtypes") or ()),
                 result_dtypes=dict(c.get("result_dtypes") or {}),
                 defaults_only=bool(c.get("defaults_only", False))))
-        sha = hashlib.sha256(self.path.read_bytes()).hexdigest()
-        return Spec(self.path, doc["layer"], sources, derived, arguments, clauses, sha, dtypes)
+        return Spec(self.path, doc["layer"], sources, derived, arguments, clauses, self.sha256,
+                    dtypes, tuple(self.exprs))
 
     def add(self, clauses: dict, clause: Clause) -> None:
         if clause.id in clauses:
@@ -555,18 +668,28 @@ class _Builder:
 
     def expr(self, source: Any, names, line: int) -> Expr:
         try:
-            return parse(source, names)
+            expr = dataclasses.replace(parse(source, names), origin=f"{self.path}:{line}")
         except ExprError as exc:
             raise self.fail(line, f"bad expression: {exc}") from None
+        self.exprs.append((expr, line))
+        return expr
 
     def error(self, e: Mapping[str, Any], line: int) -> ErrorSpec:
         if e["type"] not in KNOWN_EXCEPTIONS:
             raise self.fail(line, f"unknown exception type {e['type']!r}; "
                                   f"known: {', '.join(sorted(KNOWN_EXCEPTIONS))}")
+        source = e["match"]
+        if len(source) > MAX_PATTERN_CHARS:
+            raise self.fail(line, f"message pattern of {len(source)} characters is too long "
+                                  f"(limit MAX_PATTERN_CHARS = {MAX_PATTERN_CHARS})")
         try:
-            pattern = re.compile(e["match"])
-        except re.error as exc:
-            raise self.fail(line, f"bad message pattern {e['match']!r}: {exc}") from None
+            pattern = re.compile(source)
+        except (re.error, RecursionError, OverflowError) as exc:
+            raise self.fail(line, f"bad message pattern {source!r}: {exc}") from None
+        nested = _nested_repeat(source)
+        if nested:
+            raise self.fail(line, f"message pattern {source!r} has {nested} inside a "
+                                  f"repetition: matching can take exponential time")
         return ErrorSpec(e["type"], pattern, e["phase"])
 
     def range(self, r: Mapping[str, Any] | None, line: int) -> Range | None:
@@ -581,6 +704,97 @@ class _Builder:
         if values is not None:
             values = tuple(tuple(v) if isinstance(v, list) else v for v in values)
         return Range(bound("min"), bound("max"), bound("big_max"), values)
+
+
+def _nested_repeat(pattern: str) -> str:
+    """The offending group when ``pattern`` repeats (``*``, ``+``, ``{m,n}``)
+    something that itself repeats or branches (``(a+)+``, ``(a|a)*``): the
+    shape of catastrophic backtracking.  "" when there is none."""
+    try:
+        from re import _constants as c, _parser as p    # Python >= 3.11
+    except ImportError:                                # pragma: no cover
+        return ""
+    repeats = (c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", None))
+
+    def walk(items, inside: bool) -> str:
+        for op, av in items:
+            if op in repeats and av[1] > 1:
+                if inside:
+                    return "a repetition"
+                found = walk(av[2], True)
+                if found:
+                    return found
+            elif op is c.BRANCH:
+                if inside:
+                    return "an alternation"
+                for branch in av[1]:
+                    found = walk(branch, inside)
+                    if found:
+                        return found
+            elif op is c.SUBPATTERN:
+                found = walk(av[-1], inside)
+                if found:
+                    return found
+            elif op in (c.ASSERT, c.ASSERT_NOT):
+                found = walk(av[1], inside)
+                if found:
+                    return found
+        return ""
+
+    try:
+        return walk(p.parse(pattern), False)
+    except Exception:       # the pattern compiled; an unparsable corner is not our bound
+        return ""
+
+
+def _sample_env(spec: Spec, size: int | None) -> dict[str, Any]:
+    """An environment for the dry run, without derived names.  ``size``
+    None: defaults, and the smallest documented values of required arguments
+    and dimensions; an integer: that value for every integer argument and
+    dimension (an exponent tower on a value of 1 stays small)."""
+    config: dict[str, Any] = {}
+    dims: dict[str, Any] = {}
+    for arg in spec.arguments.values():
+        domain = arg.domain or {}
+        low = domain.get("min", 1)
+        low = low if isinstance(low, int) and not isinstance(low, bool) else 1
+        if arg.type == "input":
+            for name, r in arg.dims.items():
+                least = r.min if isinstance(r, Range) else None
+                least = least if isinstance(least, int) and not isinstance(least, bool) else 1
+                dims[name] = least if size is None else size
+        elif arg.type in ("int", "int_pair") and (arg.required or size is not None):
+            value = low if size is None else size
+            config[arg.name] = (value, value) if arg.type == "int_pair" else value
+        elif arg.required and arg.type in ("enum", "activation") and domain.get("values"):
+            config[arg.name] = list(domain["values"])[0]
+        elif arg.required:
+            config[arg.name] = low
+    return spec.environment(config, dims, only=frozenset())
+
+
+#: The integer the second dry run gives every integer argument and dimension.
+DRY_RUN_SIZE = 3
+
+
+def _dry_run(spec: Spec) -> None:
+    """Evaluate every expression on two sample environments: one that
+    crosses a bound there (an exponent tower, a repetition that explodes) is
+    a defect of the spec, reported at its line now rather than at the first
+    example that meets it.  Other evaluation errors are normal: an expression
+    may need values the samples do not have."""
+    derived = {id(expr): name for name, expr in spec.derived}
+    for size in (None, DRY_RUN_SIZE):
+        env = _sample_env(spec, size)
+        for expr, line in spec.expressions:
+            try:
+                value = expr(env)
+            except ExprLimitError as exc:
+                raise SpecError(spec.path, line, f"expression crosses a bound: {exc}") from None
+            except ExprError:
+                continue
+            if id(expr) in derived:       # file order: a derived name before its readers
+                env[derived[id(expr)]] = value
 
 
 def iter_clause_ids(spec: Spec, kinds: tuple[str, ...]) -> Iterator[str]:

@@ -312,10 +312,10 @@ def test_file_not_found(tmp_path):
     assert str(err) == f"{missing}: file not found"
 
 
-def test_not_utf8(tmp_path):
+def test_not_utf8_names_the_line_of_the_bad_byte(tmp_path):
     path = tmp_path / "spec.yaml"
-    path.write_bytes(b"layer: \xff\xfe\n")
-    expect_spec_error(path, None, r"^cannot read: ")
+    path.write_bytes(b"spec_version: 1\nlayer: \xff\xfe\n")
+    expect_spec_error(path, 2, r"^cannot read: not UTF-8 \(invalid start byte at byte 23\)$")
 
 
 def test_spec_error_is_a_value_error():
@@ -493,3 +493,116 @@ def test_sources_cite_upstream_at_the_pinned_release():
             assert tag == pinned and source["version"] == f"Keras {tag}", (
                 f"source {name} cites Keras {tag} ({source['version']}), but the suite is "
                 f"pinned to keras=={pinned} in constraints.txt")
+
+
+# --------------------------------------------------------------------------
+# Hostile specs: each a SpecError naming the file (and the line where there
+# is one), quickly, whatever the size of what the file asks for.
+
+from convlstm_conformance import spec as spec_module  # noqa: E402
+
+
+def test_deeply_nested_flow_yaml_is_refused_at_its_line(tmp_path):
+    text = corrupt(MINIMAL, "layer: Tiny\n", "layer: Tiny\nx: " + "[" * 5000 + "]" * 5000 + "\n")
+    expect_spec_error(write(tmp_path, text), line_with(text, "x: [[["),
+                      r"^YAML syntax: nesting deeper than 32 levels")
+
+
+def test_deeply_nested_block_yaml_is_refused(tmp_path):
+    block = "".join(" " * i + "-\n" for i in range(800))
+    path = write(tmp_path, "x:\n" + block)
+    err = expect_spec_error(path, 33, r"nesting deeper than 32 levels")
+    assert "Recursion" not in err.reason
+
+
+def test_alias_expansion_is_bounded_before_the_schema_check(tmp_path):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    path = write(tmp_path, "\n".join(lines) + "\n")       # 10**9 nodes once expanded
+    expect_spec_error(path, 1, r"expands to more than 100000 nodes once its aliases are followed")
+
+
+def test_a_few_aliases_still_load(tmp_path):
+    # The shipped spec shares its activation list through an alias.
+    assert "*activations" in REAL_TEXT
+    load(write(tmp_path, REAL_TEXT))
+
+
+def test_recursive_alias_is_refused(tmp_path):
+    text = corrupt(MINIMAL, "layer: Tiny\n", "layer: Tiny\nloop: &l [*l]\n")
+    err = expect_spec_error(write(tmp_path, text), line_with(text, "loop:"), r"recursive")
+    assert "Recursion" not in err.reason
+
+
+@pytest.mark.parametrize("char, name", [("\0", "NUL"), ("\x07", "#x0007"), ("\x1b", "#x001b")])
+def test_control_characters_are_refused_at_their_line(tmp_path, char, name):
+    text = corrupt(MINIMAL, "layer: Tiny\n", f"layer: Ti{char}ny\n")
+    expect_spec_error(write(tmp_path, text), line_with(text, "layer: Ti"),
+                      rf"^YAML: unacceptable character {name}")
+
+
+def test_oversized_file_is_refused_before_parsing(tmp_path):
+    path = write(tmp_path, MINIMAL + "# " + "x" * spec_module.MAX_SPEC_BYTES + "\n")
+    expect_spec_error(path, None, r"^larger than 1048576 bytes \(limit MAX_SPEC_BYTES\)$")
+
+
+@pytest.mark.parametrize("where, expression", [
+    ("forbids", "((filters ** 64) ** 64) ** 64 > 8"),
+    ("forbids", "(((rows ** 64) ** 64) ** 64) ** 64 > 0"),
+    ("forbids", "len(('x',) * 9000 + ('y',) * 9000) > 0"),
+    ("derived", "((pad_len ** 64) ** 64) ** 64"),
+])
+def test_expressions_that_explode_are_refused_at_load(tmp_path, where, expression):
+    if where == "derived":
+        text = corrupt(MINIMAL, 'pad: "lower(padding)"\n',
+                       'pad: "lower(padding)"\n  pad_len: "len(pad) + filters"\n'
+                       f'  tower: "{expression}"\n')
+        line = line_with(text, "tower:")
+    else:
+        text = corrupt(MINIMAL, 'forbids: "filters > 8"', f'forbids: "{expression}"')
+        line = line_with(text, "forbids:")
+    err = expect_spec_error(write(tmp_path, text), line, r"^expression crosses a bound: ")
+    assert f"{tmp_path / 'spec.yaml'}:{line}: evaluating" in err.reason, err.reason
+
+
+@pytest.mark.parametrize("expression, fragment", [
+    ("-" * 2500 + "filters", "characters is too long"),
+    ("not " * 300 + "filters", "levels deep"),
+])
+def test_long_or_deep_expressions_are_refused_at_their_line(tmp_path, expression, fragment):
+    text = corrupt(MINIMAL, 'forbids: "filters > 8"', f'forbids: "{expression}"')
+    err = expect_spec_error(write(tmp_path, text), line_with(text, "forbids:"),
+                            r"^bad expression: ")
+    assert fragment in err.reason and len(err.reason) < 500, err.reason
+
+
+@pytest.mark.parametrize("pattern, what", [
+    ("(a+)+$", "a repetition"),
+    ("(x|xy)*z", "an alternation"),
+    ("(?:a*b?)*!", "a repetition"),
+])
+def test_message_patterns_that_backtrack_exponentially_are_refused(tmp_path, pattern, what):
+    text = corrupt(MINIMAL, 'match: "(?i)filters", phase: construct}',
+                   f'match: "{pattern}", phase: construct}}')
+    expect_spec_error(write(tmp_path, text), line_with(text, f'match: "{pattern}"'),
+                      rf"has {what} inside a repetition: matching can take exponential time")
+
+
+def test_real_message_patterns_pass_the_backtracking_check():
+    for clause in load().clauses.values():
+        if clause.error is not None:
+            assert not spec_module._nested_repeat(clause.error.match.pattern), clause.id
+
+
+def test_an_overlong_message_pattern_is_refused(tmp_path):
+    text = corrupt(MINIMAL, 'match: "(?i)filters", phase: construct}',
+                   'match: "' + "a" * 600 + '", phase: construct}')
+    expect_spec_error(write(tmp_path, text), line_with(text, "a" * 600),
+                      r"message pattern of 600 characters is too long")
+
+
+def test_schema_messages_quote_a_huge_value_shortened(tmp_path):
+    text = corrupt(MINIMAL, 'title: "padding"', "title: [" + "x" * 50_000 + "]")
+    err = expect_spec_error(write(tmp_path, text), line_with(text, "title: [x"),
+                            r"is not of type 'string'")
+    assert len(err.reason) < 1000, len(err.reason)
