@@ -1,4 +1,5 @@
 """Case and outcome files are data: no pickle, clear errors when corrupt."""
+import json
 import zipfile
 
 import numpy as np
@@ -55,7 +56,7 @@ def test_pickled_arrays_are_refused(tmp_path):
     path = tmp_path / "pickle.npz"
     np.savez(path, inputs=np.array([{"evil": 1}], dtype=object),
              __meta__=np.frombuffer(b'{"config": {}}', dtype=np.uint8))
-    with pytest.raises(CaseFileError, match="unreadable"):
+    with pytest.raises(CaseFileError, match=r"inputs: dtype object not allowed"):
         Case.load(path)
 
 
@@ -89,3 +90,86 @@ def test_outcome_with_unknown_status_is_refused(tmp_path):
         b'{"status": "exploded", "n_outputs": 0}', dtype=np.uint8))
     with pytest.raises(CaseFileError, match="unknown status"):
         Outcome.load(tmp_path / "o2.npz")
+
+
+# --------------------------------------------------------------------------
+# What the loaders hold to: the protocol's own facts, checked against the spec
+
+from convlstm_conformance import model  # noqa: E402
+from convlstm_conformance.spec import load as load_spec  # noqa: E402
+
+
+def test_dtype_names_are_the_specs():
+    spec = load_spec()
+    assert set(model.DTYPES) == set(spec.dtypes), "model.DTYPES and the spec's dtypes drifted"
+
+
+def test_required_config_keys_are_the_specs_required_arguments():
+    spec = load_spec()
+    required = {a.name for a in spec.constructor_arguments() if a.required}
+    assert set(model.REQUIRED_CONFIG) == required
+
+
+def test_bounds_are_the_documented_figures():
+    # docs/limits.md names these; change both together.
+    assert (model.MAX_FILE_BYTES, model.MAX_MEMBERS, model.MAX_ARRAY_BYTES, model.MAX_TOTAL_BYTES,
+            model.MAX_META_BYTES, model.MAX_JSON_DEPTH, model.MAX_NDIM, model.MAX_FOLLOWUPS,
+            model.MAX_OUTPUTS) == (1 << 30, 256, 1 << 28, 1 << 30, 1 << 20, 16, 8, 64, 16)
+
+
+def _write_npz(path, meta: dict, **arrays):
+    np.savez(path, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+    return path
+
+
+def test_big_endian_and_fortran_order_arrays_load_as_native(tmp_path):
+    case = _case()
+    arrays = case.arrays()
+    arrays["inputs"] = np.asfortranarray(arrays["inputs"]).astype(">f8")
+    path = _write_npz(tmp_path / "c.npz", case.meta(), **arrays)
+    back = Case.load(path)
+    assert back.inputs.dtype == np.float64 and back.inputs.dtype.isnative
+    np.testing.assert_array_equal(back.inputs, case.inputs)
+
+
+def test_a_compressed_archive_loads(tmp_path):
+    case = _case()
+    np.savez_compressed(tmp_path / "c.npz", __meta__=model._json_bytes(case.meta()),
+                        **case.arrays())
+    np.testing.assert_array_equal(Case.load(tmp_path / "c.npz").kernel, case.kernel)
+
+
+def test_loaded_arrays_are_writable(tmp_path):
+    # Strategies and adapters modify case arrays in place.
+    back = Case.load(_case().save(tmp_path / "c.npz"))
+    back.inputs[0, 0, 0, 0, 0] = 1.0
+
+
+def test_a_zip_bomb_is_refused_before_it_is_inflated(tmp_path):
+    import tracemalloc
+    path = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("__meta__.npy", b"")
+        with z.open("inputs.npy", "w", force_zip64=True) as member:
+            block = bytes(1 << 20)
+            for _ in range(1200):             # 1.2 GiB of zeros, a megabyte on disk
+                member.write(block)
+    assert path.stat().st_size < 8 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(CaseFileError, match=r"more than the limit MAX_TOTAL_BYTES"):
+            Case.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"refusing the bomb allocated {peak} bytes"
+
+
+def test_outcome_round_trip_keeps_followups_weights_and_error(tmp_path):
+    out = Outcome(status="ok", outputs=[np.ones((1, 2))], structure="tensor", dtypes=["float32"],
+                  weights={"kernel": np.zeros((1, 1, 1, 4))},
+                  followup_outputs=[[np.ones((1, 2))], []], detail="x", duration_s=0.5)
+    out.save(tmp_path / "o.npz")
+    back = Outcome.load(tmp_path / "o.npz")
+    assert [len(f) for f in back.followup_outputs] == [1, 0]
+    assert back.weights["kernel"].shape == (1, 1, 1, 4) and back.duration_s == 0.5
