@@ -15,12 +15,13 @@ lower-precision implementation.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from convlstm_conformance.model import Case
+from convlstm_conformance.model import DTYPES, Case
 
 # --------------------------------------------------------------------------
 # Activations, as Keras 3 defines them (keras/src/activations/activations.py).
@@ -92,12 +93,16 @@ def activation(name: str | None) -> Callable[[np.ndarray], np.ndarray]:
 # Convolution: channels_last, a literal sum over kernel offsets.
 
 
-def pair(v) -> tuple[int, int]:
-    if isinstance(v, (list, tuple)):
-        if len(v) != 2:
-            raise ValueError(f"expected 2 values, got {list(v)}")
-        return int(v[0]), int(v[1])
-    return int(v), int(v)
+def pair(v, name: str = "value") -> tuple[int, int]:
+    """An integer or a pair of integers as a pair; ValueError naming
+    ``name`` for anything else (a float or a string is not silently cut)."""
+    items = tuple(v) if isinstance(v, (list, tuple)) else (v, v)
+    if len(items) != 2:
+        raise ValueError(f"{name}: expected 2 values, got {list(items)!r:.60}")
+    for x in items:
+        if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+            raise ValueError(f"{name} must be an integer or a pair of integers, got {v!r:.60}")
+    return int(items[0]), int(items[1])
 
 
 def same_padding(n: int, k: int, s: int, d: int) -> tuple[int, int]:
@@ -179,6 +184,76 @@ def from_last(a: np.ndarray, channels_first: bool, time_axis: bool) -> np.ndarra
     return np.moveaxis(a, -1, 2 if time_axis else 1)
 
 
+# --------------------------------------------------------------------------
+# Checks of a case, before anything is computed
+
+
+def _check_config(case: Case) -> dict:
+    """The configuration the oracle computes with, every argument it reads
+    checked for type and range; ValueError naming the argument otherwise."""
+    cfg = case.config
+    if not isinstance(cfg, dict):
+        raise ValueError(f"config must be a mapping, got {type(cfg).__name__}")
+    if case.dtype not in DTYPES:
+        raise ValueError(f"dtype {case.dtype!r:.60} is not one of {', '.join(DTYPES)}")
+    if "filters" not in cfg:
+        raise ValueError("config has no 'filters' (a required argument)")
+    if "kernel_size" not in cfg:
+        raise ValueError("config has no 'kernel_size' (a required argument)")
+    F = cfg["filters"]
+    if isinstance(F, bool) or not isinstance(F, (int, np.integer)) or F < 1:
+        raise ValueError(f"filters must be a positive integer, got {F!r:.60}")
+    out = {"filters": int(F)}
+    for name, default in (("kernel_size", None), ("strides", 1), ("dilation_rate", 1)):
+        v = pair(cfg[name] if default is None else cfg.get(name, default), name)
+        if min(v) < 1:
+            raise ValueError(f"{name} must be positive, got {v}")
+        out[name] = v
+    if max(out["strides"]) > 1 and max(out["dilation_rate"]) > 1:
+        raise ValueError(f"strides > 1 is incompatible with dilation_rate > 1: "
+                         f"{out['strides']}, {out['dilation_rate']}")
+    padding = cfg.get("padding", "valid")
+    if not isinstance(padding, str):
+        raise ValueError(f"padding must be 'valid' or 'same', got {padding!r:.60}")
+    out["padding"] = padding.lower()
+    fmt = cfg.get("data_format") or "channels_last"
+    if fmt not in ("channels_last", "channels_first"):
+        raise ValueError(f"data_format must be 'channels_last' or 'channels_first', "
+                         f"got {fmt!r:.60}")
+    out["channels_first"] = fmt == "channels_first"
+    for name, default in (("activation", "tanh"), ("recurrent_activation", "sigmoid")):
+        v = cfg.get(name, default)
+        if v is not None and not isinstance(v, str):
+            raise ValueError(f"{name} must be an activation name, got {v!r:.60}")
+        out[name] = v
+    for name, default in (("use_bias", True), ("return_sequences", False),
+                          ("return_state", False), ("go_backwards", False)):
+        out[name] = _flag(cfg.get(name, default), name)
+    return out
+
+
+def _flag(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be true or false, got {value!r:.60}")
+    return bool(value)
+
+
+def _real_array(value, name: str) -> np.ndarray:
+    """``value`` as float64, refused when it is not an array of finite real
+    numbers (a complex part would be dropped, text would not convert)."""
+    a = np.asarray(value)
+    if a.dtype.kind not in "fiub":
+        what = "complex" if a.dtype.kind == "c" else str(a.dtype)
+        raise ValueError(f"{name} must hold real numbers, got dtype {what}")
+    a = a.astype(np.float64, copy=False)
+    if not np.isfinite(a).all():
+        bad = ~np.isfinite(a)
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{name} holds {int(bad.sum())} NaN or infinite value(s), the first "
+                         f"at {first}: the oracle judges finite inputs only")
+    return a
+
+
 def forward(case: Case) -> Result:
     """Run the layer on ``case`` in float64.  Raises ValueError on invalid input.
 
@@ -190,38 +265,45 @@ def forward(case: Case) -> Result:
 
 
 def _forward(case: Case) -> Result:
-    cfg = case.config
-    F = int(cfg["filters"])
-    if F < 1:
-        raise ValueError(f"filters must be a positive integer, got {F}")
-    kh, kw = pair(cfg["kernel_size"])
-    strides = pair(cfg.get("strides", 1))
-    dilation = pair(cfg.get("dilation_rate", 1))
-    for name, v in (("kernel_size", (kh, kw)), ("dilation_rate", dilation), ("strides", strides)):
-        if min(v) < 1:
-            raise ValueError(f"{name} must be positive, got {v}")
-    if max(strides) > 1 and max(dilation) > 1:
-        raise ValueError(f"strides > 1 is incompatible with dilation_rate > 1: {strides}, {dilation}")
-    padding = str(cfg.get("padding", "valid")).lower()
-    cf = (cfg.get("data_format") or "channels_last") == "channels_first"
-    act = activation(cfg.get("activation", "tanh"))
-    ract = activation(cfg.get("recurrent_activation", "sigmoid"))
+    # The judge is the strictest reader of a case: everything is checked
+    # before anything is computed, so a malformed case is an error naming the
+    # array or argument, never a broadcast that happens to run.
+    cfg = _check_config(case)
+    F = cfg["filters"]
+    kh, kw = cfg["kernel_size"]
+    strides, dilation = cfg["strides"], cfg["dilation_rate"]
+    padding, cf = cfg["padding"], cfg["channels_first"]
+    act = activation(cfg["activation"])
+    ract = activation(cfg["recurrent_activation"])
 
-    x = np.asarray(case.inputs, dtype=np.float64)
+    x = _real_array(case.inputs, "inputs")
     if x.ndim != 5:
         raise ValueError(f"inputs must be 5-D (batch, time, ...), got shape {x.shape}")
+    if 0 in x.shape:
+        raise ValueError(f"inputs of shape {x.shape} have an empty dimension (0 time steps, "
+                         f"rows, columns, channels or batch)")
     x = to_last(x, cf, time_axis=True)          # (B, T, H, W, C)
     B, T, _, _, C = x.shape
-    K = np.asarray(case.kernel, dtype=np.float64)
-    U = np.asarray(case.recurrent_kernel, dtype=np.float64)
+    if case.kernel is None or case.recurrent_kernel is None:
+        raise ValueError("kernel and recurrent_kernel are required: the oracle has no "
+                         "initializers")
+    K = _real_array(case.kernel, "kernel")
+    U = _real_array(case.recurrent_kernel, "recurrent_kernel")
     if K.shape != (kh, kw, C, 4 * F) or U.shape != (kh, kw, F, 4 * F):
         raise ValueError(f"weights {K.shape}, {U.shape} do not match kernel "
                          f"({kh},{kw},{C},{4*F}) and recurrent ({kh},{kw},{F},{4*F})")
-    use_bias = bool(cfg.get("use_bias", True))
-    b = np.asarray(case.bias, dtype=np.float64) if use_bias else np.zeros(4 * F)
+    use_bias = cfg["use_bias"]
+    if use_bias:
+        if case.bias is None:
+            raise ValueError("bias is missing while use_bias is true")
+        b = _real_array(case.bias, "bias")
+        if b.shape != (4 * F,):
+            raise ValueError(f"bias has shape {b.shape}, expected (4 * filters,) = ({4 * F},)")
+    else:
+        b = np.zeros(4 * F)      # a bias given anyway is not used, as in Keras
 
     # Per-gate input and recurrent multipliers (dropout), identity when absent.
-    train = bool(case.training)
+    train = _flag(case.training, "training")
     dmask = case.dropout_mask if (train and case.dropout_mask is not None) else None
     rmask = case.recurrent_dropout_mask if (train and case.recurrent_dropout_mask is not None) else None
 
@@ -229,24 +311,49 @@ def _forward(case: Case) -> Result:
     probe = conv2d(x[:, 0], K[..., :1], strides, dilation, padding)
     Ho, Wo = probe.shape[1:3]
     state_shape = (B, Ho, Wo, F)
+    if dmask is not None:
+        dmask = _real_array(dmask, "dropout_mask")
+        if dmask.shape != (4, B) + x.shape[2:]:
+            raise ValueError(f"dropout_mask has shape {dmask.shape}, expected (4, batch, rows, "
+                             f"cols, channels) = {(4, B) + x.shape[2:]} (channels_last order)")
+    if rmask is not None:
+        rmask = _real_array(rmask, "recurrent_dropout_mask")
+        if rmask.shape != (4,) + state_shape:
+            raise ValueError(f"recurrent_dropout_mask has shape {rmask.shape}, expected (4,) + "
+                             f"state shape = {(4,) + state_shape} (channels_last order)")
     if case.initial_state is not None:
-        h0, c0 = (to_last(np.asarray(s, dtype=np.float64), cf, time_axis=False)
-                  for s in case.initial_state)
+        if not isinstance(case.initial_state, (tuple, list)) or len(case.initial_state) != 2:
+            raise ValueError("initial_state must be a pair (h, c)")
+        h0, c0 = (to_last(_real_array(s, f"initial_state {n}"), cf, time_axis=False)
+                  for s, n in zip(case.initial_state, "hc"))
         if h0.shape != state_shape or c0.shape != state_shape:
             raise ValueError(f"initial_state shapes {h0.shape}, {c0.shape} must both be "
                              f"{state_shape} (channels_last order)")
     else:
         h0 = np.zeros(state_shape)
         c0 = np.zeros(state_shape)
-    mask = None if case.mask is None else np.asarray(case.mask, dtype=bool)
+    mask = None
+    if case.mask is not None:
+        mask = np.asarray(case.mask)
+        if mask.dtype != np.bool_:
+            raise ValueError(f"mask must be boolean, got dtype {mask.dtype}")
     if case.masking_value is not None:
+        mv = case.masking_value
+        if isinstance(mv, bool) or not isinstance(mv, (int, float)) or not math.isfinite(mv):
+            raise ValueError(f"masking_value must be a finite number, got {mv!r:.60}")
         # An upstream Masking layer skips a step whose every value equals
         # mask_value (SEM-MASKING-LAYER).
-        mask = (x != case.masking_value).reshape(B, T, -1).any(axis=-1)
+        mask = (x != mv).reshape(B, T, -1).any(axis=-1)
     if mask is not None and mask.shape != (B, T):
         raise ValueError(f"mask must have shape (batch, timesteps) = {(B, T)}, got {mask.shape}")
+    if case.cotangent is not None:
+        cot = _real_array(case.cotangent, "cotangent")
+        step = state_shape if not cf else (B, F, Ho, Wo)
+        want = (step[0], T) + step[1:] if cfg["return_sequences"] else step
+        if cot.shape != want:
+            raise ValueError(f"cotangent has shape {cot.shape}, expected the output's {want}")
 
-    order = range(T - 1, -1, -1) if cfg.get("go_backwards", False) else range(T)
+    order = range(T - 1, -1, -1) if cfg["go_backwards"] else range(T)
     h, c = h0, c0
     prev_out = np.zeros(state_shape)
     outs = []
@@ -284,7 +391,7 @@ def _forward(case: Case) -> Result:
         prev_out = out_t
         outs.append(out_t)
 
-    if cfg.get("return_sequences", False):
+    if cfg["return_sequences"]:
         output = from_last(np.stack(outs, axis=1), cf, time_axis=True)
     else:
         output = from_last(outs[-1], cf, time_axis=False)

@@ -677,3 +677,84 @@ def test_oracle_refuses_a_case_without_weights():
     case.kernel = None
     outcome = NumpyOracle().run(case)
     assert outcome.status == "refused" and "weights" in outcome.detail
+
+
+# --------------------------------------------------------------------------
+# The judge is the strictest reader: a malformed case is refused, naming the
+# array or argument, before anything is computed (nothing is broadcast).
+
+
+def _with(**changes):
+    """random_case (B=2, T=3, H=4, W=5, C=2, F=3, 3x2 kernel) with fields replaced."""
+    def make():
+        case = random_case()
+        for name, value in changes.items():
+            if name.startswith("config_"):
+                key = name[len("config_"):]
+                if value is _DROP:
+                    case.config.pop(key)
+                else:
+                    case.config[key] = value
+            else:
+                setattr(case, name, value(case) if callable(value) else value)
+        return case
+    return make
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize("make, needle", [
+    (_with(bias=np.zeros(1)), r"bias has shape \(1,\), expected \(4 \* filters,\) = \(12,\)"),
+    (_with(bias=np.zeros((12, 1))), r"bias has shape \(12, 1\)"),
+    (_with(bias=None), r"bias is missing while use_bias is true"),
+    (_with(kernel=np.zeros((3, 2, 2, 11))), r"weights \(3, 2, 2, 11\), .* do not match"),
+    (_with(recurrent_kernel=np.zeros((3, 2, 2, 12))), r"do not match kernel"),
+    (_with(initial_state=lambda c: (c.initial_state[0][:, :3], c.initial_state[1])),
+     r"initial_state shapes"),
+    (_with(initial_state=lambda c: (c.initial_state[0],)), r"initial_state must be a pair"),
+    (_with(mask=np.ones((2, 3))), r"mask must be boolean, got dtype float64"),
+    (_with(mask=np.ones((2, 1), bool)), r"mask must have shape \(batch, timesteps\)"),
+    (_with(training=True, dropout_mask=np.ones((4, 2, 4, 5, 1))),
+     r"dropout_mask has shape \(4, 2, 4, 5, 1\), expected"),
+    (_with(training=True, recurrent_dropout_mask=np.ones((4, 2, 4, 5, 1))),
+     r"recurrent_dropout_mask has shape"),
+    (_with(training=1), r"training must be true or false"),
+    (_with(cotangent=np.ones((2, 4, 5, 2))), r"cotangent has shape \(2, 4, 5, 2\), expected"),
+    (_with(inputs=lambda c: np.where(np.arange(c.inputs.size).reshape(c.inputs.shape) == 7,
+                                     np.nan, c.inputs)),
+     r"inputs holds 1 NaN or infinite value\(s\), the first at \(0, 0, 0, 3, 1\)"),
+    (_with(kernel=lambda c: c.kernel * np.inf), r"kernel holds \d+ NaN or infinite"),
+    (_with(inputs=lambda c: c.inputs + 1j), r"inputs must hold real numbers, got dtype complex"),
+    (_with(bias=np.array(["a"] * 12)), r"bias must hold real numbers, got dtype <U1"),
+    (_with(inputs=lambda c: c.inputs[:, :0]), r"empty dimension \(0 time steps"),
+    (_with(inputs=lambda c: c.inputs[0]), r"inputs must be 5-D"),
+    (_with(dtype="float8"), r"dtype 'float8' is not one of float64, float32"),
+    (_with(masking_value=float("nan")), r"masking_value must be a finite number"),
+    (_with(config_filters=_DROP), r"config has no 'filters'"),
+    (_with(config_kernel_size=_DROP), r"config has no 'kernel_size'"),
+    (_with(config_filters=True), r"filters must be a positive integer, got True"),
+    (_with(config_filters=3.0), r"filters must be a positive integer, got 3.0"),
+    (_with(config_filters="3"), r"filters must be a positive integer, got '3'"),
+    (_with(config_kernel_size=[3.5, 2]), r"kernel_size must be an integer or a pair"),
+    (_with(config_kernel_size=[3, 2, 1]), r"kernel_size: expected 2 values"),
+    (_with(config_strides="1"), r"strides must be an integer or a pair"),
+    (_with(config_padding=1), r"padding must be 'valid' or 'same'"),
+    (_with(config_data_format="NHWC"), r"data_format must be 'channels_last' or"),
+    (_with(config_activation=7), r"activation must be an activation name"),
+    (_with(config_use_bias="yes"), r"use_bias must be true or false"),
+    (_with(config_return_sequences=1), r"return_sequences must be true or false"),
+])
+def test_malformed_cases_are_refused_naming_what_is_wrong(make, needle):
+    with pytest.raises(ValueError, match=needle):
+        forward(make())
+
+
+def test_a_well_formed_case_of_the_malformed_family_runs():
+    # The family above differs from this one case in one field each.
+    assert forward(_with()()).output.shape == (2, 4, 5, 3)
+
+
+def test_the_oracle_adapter_reports_a_malformed_case_as_raised():
+    outcome = NumpyOracle().run(_with(bias=np.zeros(1))())
+    assert outcome.status == RAISED and "bias has shape (1,)" in outcome.error.message
