@@ -16,20 +16,29 @@ Implementations can also be named for one run, in-process
 (``--adapter-object package.module:factory``) or out-of-process
 (``--adapter-command "name=CMD ..."``, the worker protocol of
 ``docs/worker-protocol.md``).
+
+Workers' limits (per-request timeout, start-up timeout, memory of the process
+tree) come from :func:`worker_options`: the caller's values, else the
+environment variables CONVLSTM_WORKER_TIMEOUT, CONVLSTM_WORKER_START_TIMEOUT and
+CONVLSTM_WORKER_MEMORY_MB, else the defaults of docs/limits.md.
 """
 from __future__ import annotations
 
 import functools
 import importlib
 import importlib.util
+import math
 import os
 import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Mapping
 
-from convlstm_conformance.model import ADAPTER_ERROR, Adapter, Outcome
+from convlstm_conformance.model import ADAPTER_ERROR, Adapter, Outcome, outcome_problem
+
+if TYPE_CHECKING:    # the worker module imports this one
+    from convlstm_conformance.worker import WorkerOptions
 
 GROUP = "convlstm_conformance.adapters"
 
@@ -62,11 +71,15 @@ class AdapterEntry:
             return False, "no NVIDIA GPU on this machine"
         return True, ""
 
-    def create(self) -> Adapter:
-        """Instantiate: in a worker process when ``isolate``, else guarded in-process."""
+    def create(self, options: "WorkerOptions | None" = None) -> Adapter:
+        """Instantiate: in a worker process when ``isolate`` (with ``options``,
+        default :func:`worker_options`), else guarded in-process."""
         if self.isolate:
             from convlstm_conformance.worker import WorkerAdapter
-            return WorkerAdapter(self.name, self.target, self.kwargs, env=self.env)
+            opts = options or worker_options()
+            return WorkerAdapter(self.name, self.target, self.kwargs, env=self.env,
+                                 timeout_s=opts.timeout_s, start_timeout_s=opts.start_timeout_s,
+                                 memory_limit_mb=opts.memory_limit_mb)
         adapter = instantiate(self.target, self.kwargs)
         if adapter.name != self.name:
             raise ValueError(f"{self.target} calls itself {adapter.name!r}, but its entry "
@@ -158,26 +171,75 @@ def from_object(path: str) -> Adapter:
     return Guarded(instantiate(path, {}))
 
 
-def from_command(spec: str) -> Adapter:
+def from_command(spec: str, options: "WorkerOptions | None" = None) -> Adapter:
     """An out-of-process implementation: ``NAME=COMMAND ARGS...`` speaking the
     worker protocol (docs/worker-protocol.md)."""
     import shlex
     from convlstm_conformance.worker import WorkerAdapter
     name, sep, command = spec.partition("=")
-    argv = shlex.split(command)
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise ValueError(f"--adapter-command {spec!r}: {exc}") from None
     if not sep or not name.strip() or not argv:
         raise ValueError(f"--adapter-command wants NAME=COMMAND, got {spec!r}")
-    return WorkerAdapter(name.strip(), argv=argv)
+    opts = options or worker_options()
+    return WorkerAdapter(name.strip(), argv=argv, timeout_s=opts.timeout_s,
+                         start_timeout_s=opts.start_timeout_s,
+                         memory_limit_mb=opts.memory_limit_mb)
 
 
-def create(key: str) -> Adapter:
+def create(key: str, *, timeout_s: float | None = None, start_timeout_s: float | None = None,
+           memory_limit_mb: float | None = None) -> Adapter:
     """An adapter from how a command line names it: a registered name,
-    ``object:module:attr`` or ``command:NAME=COMMAND``."""
+    ``object:module:attr`` or ``command:NAME=COMMAND``.  The keyword
+    arguments set the limits of a worker process (see worker_options); an
+    in-process adapter has none."""
+    options = worker_options(timeout_s=timeout_s, start_timeout_s=start_timeout_s,
+                             memory_limit_mb=memory_limit_mb)
     if key.startswith("object:"):
         return from_object(key[len("object:"):])
     if key.startswith("command:"):
-        return from_command(key[len("command:"):])
-    return known(key).create()
+        return from_command(key[len("command:"):], options)
+    return known(key).create(options)
+
+
+#: Environment variables read by worker_options, by option.
+WORKER_ENV = {"timeout_s": "CONVLSTM_WORKER_TIMEOUT",
+              "start_timeout_s": "CONVLSTM_WORKER_START_TIMEOUT",
+              "memory_limit_mb": "CONVLSTM_WORKER_MEMORY_MB"}
+
+
+def worker_options(timeout_s: float | None = None, start_timeout_s: float | None = None,
+                   memory_limit_mb: float | None = None,
+                   environ: Mapping[str, str] | None = None) -> "WorkerOptions":
+    """Worker limits: each given value, else its environment variable
+    (WORKER_ENV), else the default.  Timeouts are positive seconds; the
+    memory limit is MB of resident memory of the worker's process tree, 0 for
+    none.  ValueError, naming the option or variable, for anything else."""
+    from convlstm_conformance.worker import WorkerOptions
+    environ = os.environ if environ is None else environ
+    given = {"timeout_s": timeout_s, "start_timeout_s": start_timeout_s,
+             "memory_limit_mb": memory_limit_mb}
+    values: dict[str, Any] = {}
+    for name, value in given.items():
+        source = name
+        if value is None and environ.get(WORKER_ENV[name], "").strip():
+            source = WORKER_ENV[name]
+            try:
+                value = float(environ[WORKER_ENV[name]])
+            except ValueError:
+                raise ValueError(f"{source}={environ[source]!r} is not a number") from None
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or value < 0 \
+                or (value == 0 and name != "memory_limit_mb"):
+            what = "a number of MB >= 0 (0: no limit)" if name == "memory_limit_mb" \
+                else "a positive number of seconds"
+            raise ValueError(f"{source} must be {what}, got {value!r}")
+        values[name] = float(value) if value or name != "memory_limit_mb" else None
+    return WorkerOptions(**values)
 
 
 def entry_for(key: str) -> AdapterEntry | None:
@@ -212,11 +274,18 @@ class Guarded(Adapter):
     def run(self, case):
         start = time.perf_counter()
         try:
-            return self.inner.run(case)
-        except Exception:
+            outcome = self.inner.run(case)
+        except (Exception, SystemExit):    # sys.exit() in an adapter must not end the run
             return Outcome(status=ADAPTER_ERROR, duration_s=time.perf_counter() - start,
                            detail=f"{self.name}.run raised instead of returning an outcome:\n"
                                   + traceback.format_exc()[-3000:])
+        # What the judge reads must be what the interface promises: garbage
+        # (None, text arrays, a wrong type) is this adapter's error, recorded.
+        problem = outcome_problem(outcome)
+        if problem:
+            return Outcome(status=ADAPTER_ERROR, duration_s=time.perf_counter() - start,
+                           detail=f"{self.name}.run {problem}")
+        return outcome
 
     def reset(self):
         getattr(self.inner, "reset", lambda: None)()

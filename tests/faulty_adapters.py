@@ -84,3 +84,115 @@ class FailsToStart(Adapter):
 
     def run(self, case):  # pragma: no cover
         raise AssertionError
+
+
+# -- adapters that return garbage instead of an Outcome ------------------------
+
+import numpy as np  # noqa: E402
+
+
+class _Garbage(_Faulty):
+    """Runs the oracle, then spoils what it returns (always, not on a trigger)."""
+
+    def run(self, case: Case):
+        return self.spoil(self.oracle.run(case))
+
+    def spoil(self, outcome: Outcome):
+        raise NotImplementedError
+
+
+class ReturnsNone(_Garbage):
+    name = "garbage-none"
+
+    def spoil(self, outcome):
+        return None
+
+
+class ReturnsStringArrays(_Garbage):
+    name = "garbage-strings"
+
+    def spoil(self, outcome):
+        outcome.outputs = [np.array(["0.5"] * a.size).reshape(a.shape) for a in outcome.outputs]
+        return outcome
+
+
+class ReturnsNoneOutputs(_Garbage):
+    name = "garbage-none-outputs"
+
+    def spoil(self, outcome):
+        outcome.outputs = [None] * len(outcome.outputs)
+        return outcome
+
+
+class ReturnsComplex(_Garbage):
+    name = "garbage-complex"
+
+    def spoil(self, outcome):
+        outcome.outputs = [a + 1j for a in outcome.outputs]
+        return outcome
+
+
+class ReturnsObjectArrays(_Garbage):
+    name = "garbage-objects"
+
+    def spoil(self, outcome):
+        outcome.outputs = [np.array([{"x": 1}], dtype=object)]
+        return outcome
+
+
+class ReturnsUnknownStatus(_Garbage):
+    name = "garbage-status"
+
+    def spoil(self, outcome):
+        outcome.status = "great"
+        return outcome
+
+
+class ReturnsOutputsAsTuple(_Garbage):
+    name = "garbage-tuple"
+
+    def spoil(self, outcome):
+        outcome.outputs = tuple(outcome.outputs)
+        return outcome
+
+
+class ReturnsRaisedWithoutError(_Garbage):
+    name = "garbage-raised"
+
+    def spoil(self, outcome):
+        return Outcome(status="raised")
+
+
+class ReturnsNoneGradients(_Garbage):
+    name = "garbage-grads"
+
+    def spoil(self, outcome):
+        outcome.grads = {"kernel": None}
+        return outcome
+
+
+class ReturnsADict(_Garbage):
+    name = "garbage-dict"
+
+    def spoil(self, outcome):
+        return {"status": "ok", "outputs": outcome.outputs}
+
+
+class CallsSysExit(_Garbage):
+    name = "garbage-exit"
+
+    def spoil(self, outcome):
+        sys.exit(0)
+
+
+class RaisesRecursion(_Garbage):
+    name = "garbage-recursion"
+
+    def spoil(self, outcome):
+        return self.spoil(outcome)
+
+
+GARBAGE = (ReturnsNone, ReturnsStringArrays, ReturnsNoneOutputs, ReturnsComplex,
+           ReturnsObjectArrays, ReturnsUnknownStatus, ReturnsOutputsAsTuple,
+           ReturnsRaisedWithoutError, ReturnsNoneGradients, ReturnsADict, CallsSysExit,
+           RaisesRecursion)
