@@ -68,7 +68,7 @@ def main():
     wrong = "--wrong-forget-bias" in sys.argv
     proto = sys.stdout
     sys.stdout = sys.stderr
-    proto.write(json.dumps({"ok": True, "op": "hello"}) + "\n")
+    proto.write(json.dumps({"ok": True, "op": "hello", "protocol": 2}) + "\n")
     proto.flush()
     for line in sys.stdin:
         msg = json.loads(line)
@@ -97,6 +97,7 @@ def main():
             reply = {"ok": True}
         else:
             reply = {"ok": False, "error": f"unknown op {op!r}"}
+        reply["id"] = msg.get("id")    # protocol 2: echo the request's id
         proto.write(json.dumps(reply) + "\n")
         proto.flush()
         if op == "close":
