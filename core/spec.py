@@ -200,7 +200,8 @@ def _load_yaml(path: Path, data: bytes | None = None) -> Any:
         raise SpecError(path, line, f"YAML syntax: {exc.problem or exc}") from None
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
-        what = "NUL" if exc.character in ("\0", 0) else f"#x{ord(exc.character) if isinstance(exc.character, str) else exc.character:04x}"
+        code = ord(exc.character) if isinstance(exc.character, str) else int(exc.character)
+        what = "NUL" if code == 0 else f"#x{code:04x}"
         raise SpecError(path, line, f"YAML: unacceptable character {what} (control "
                                     f"characters are not allowed)") from None
     except yaml.YAMLError as exc:
