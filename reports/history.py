@@ -3,13 +3,17 @@
 A run is stored at the granularity maintainers compare: one row per
 (clause, adapter) cell with its status and counts, plus the package versions of
 every adapter.  Storing is idempotent on ``run_id``: adding the same run again
-replaces its rows, so re-adding after late workers finished is safe.
+replaces its rows, so re-adding after late workers finished is safe, and two
+processes adding at once take turns (the write holds the database's lock from
+its first read).  Every failure of the database (corrupt pages, read-only,
+locked past LOCK_TIMEOUT_S, rows that are not what this module wrote) is a
+:class:`HistoryError` naming the file.
 """
 from __future__ import annotations
 
 import json
 import sqlite3
-from contextlib import closing
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +22,8 @@ from . import records
 from .records import BAD, Results
 
 SCHEMA_VERSION = 1
+# How long a writer waits for another process's write to finish (docs/limits.md).
+LOCK_TIMEOUT_S = 30.0
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id      TEXT PRIMARY KEY,
@@ -128,7 +134,7 @@ def add_results(results: Results, db: str | Path) -> tuple[str, bool]:
     if not run.run_id:
         raise HistoryError(f"{results.directory}: the run has no run_id; cannot store it")
     snap = snapshot(results)
-    with closing(_connect(db, create=True)) as conn, conn:
+    with _database(db, create=True, write=True) as conn:
         old = conn.execute("SELECT seq, added_at FROM runs WHERE run_id = ?",
                            (run.run_id,)).fetchone()
         if old:
@@ -157,19 +163,19 @@ def add_results(results: Results, db: str | Path) -> tuple[str, bool]:
 
 def runs(db: str | Path) -> list[RunRow]:
     """Every stored run, oldest first."""
-    with closing(_connect(db)) as conn:
+    with _database(db) as conn:
         rows = conn.execute(
             "SELECT r.run_id, r.started, r.finished, r.profile, r.totals, r.added_at, "
             "(SELECT COUNT(*) FROM adapters a WHERE a.run_id = r.run_id) "
             "FROM runs r ORDER BY " + _ORDER).fetchall()
-    return [RunRow(run_id, started, finished, profile or "", json.loads(totals or "{}"),
-                   n, added_at)
-            for run_id, started, finished, profile, totals, added_at, n in rows]
+        return [RunRow(str(run_id), started, finished, profile or "",
+                       _json_object(totals, f"run {run_id}: totals"), n, added_at)
+                for run_id, started, finished, profile, totals, added_at, n in rows]
 
 
 def diff(db: str | Path, run_a: str, run_b: str) -> Diff:
     """What changed from ``run_a`` to ``run_b`` (ids or unique id prefixes)."""
-    with closing(_connect(db)) as conn:
+    with _database(db) as conn:
         a = _load_snapshot(conn, _resolve(conn, run_a))
         b = _load_snapshot(conn, _resolve(conn, run_b))
     return compare(a, b)
@@ -177,12 +183,12 @@ def diff(db: str | Path, run_a: str, run_b: str) -> Diff:
 
 def previous(db: str | Path, current: Snapshot) -> Snapshot | None:
     """The latest stored run that started before ``current`` (another run id)."""
-    with closing(_connect(db)) as conn:
+    with _database(db) as conn:
         rows = conn.execute("SELECT run_id, started_utc FROM runs WHERE run_id != ? ORDER BY "
                             + _ORDER, (current.run_id,)).fetchall()
         if current.started_utc:
             # Runs with an unknown start time cannot be placed; leave them out.
-            rows = [r for r in rows if r[1] and r[1] < current.started_utc]
+            rows = [r for r in rows if isinstance(r[1], str) and r[1] < current.started_utc]
         return _load_snapshot(conn, rows[-1][0]) if rows else None
 
 
@@ -227,29 +233,86 @@ def compare(a: Snapshot, b: Snapshot) -> Diff:
 _ORDER = "started_utc IS NOT NULL, started_utc, seq"
 
 
-def _connect(db: str | Path, create: bool = False) -> sqlite3.Connection:
+class _Corrupt(Exception):
+    """A stored value that is not what this module writes."""
+
+
+@contextmanager
+def _database(db: str | Path, create: bool = False, write: bool = False):
+    """A connection to the history at ``db``, inside one transaction that
+    commits when the block ends; every database failure becomes a
+    HistoryError naming the file.  ``write`` takes the write lock at once, so
+    a read-then-write (add's check for an existing run) cannot interleave
+    with another process's."""
     path = Path(db)
+    conn = _connect(path, create)
+    try:
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        if isinstance(exc, sqlite3.Error):
+            raise HistoryError(_describe(path, exc)) from None
+        if isinstance(exc, _Corrupt):
+            raise HistoryError(f"{path}: corrupt history database: {exc}") from None
+        raise
+    finally:
+        conn.close()
+
+
+def _describe(path: Path, exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "readonly" in text or "read-only" in text:
+        return f"{path}: cannot write the history database: it is read-only ({text})"
+    if "locked" in text or "busy" in text:
+        return (f"{path}: the history database stayed locked by another process for "
+                f"{LOCK_TIMEOUT_S:g} s ({text})")
+    if "malformed" in text or "corrupt" in text:
+        return f"{path}: corrupt history database ({text})"
+    return f"{path}: not a usable history database ({text})"
+
+
+def _connect(path: Path, create: bool = False) -> sqlite3.Connection:
     if not create and not path.exists():
         raise HistoryError(f"{path}: no such history database")
+    conn = None
     try:
-        conn = sqlite3.connect(path)
+        # Autocommit: _database opens and ends the transactions itself.
+        conn = sqlite3.connect(path, timeout=LOCK_TIMEOUT_S, isolation_level=None)
         conn.execute("PRAGMA foreign_keys = ON")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            conn.close()
-            raise HistoryError(f"{path}: history schema version {version} is newer than "
-                               f"this tool's ({SCHEMA_VERSION})")
+        if version > SCHEMA_VERSION or version < 0:
+            raise HistoryError(f"{path}: history schema version {version} is not one this "
+                               f"tool knows ({SCHEMA_VERSION})")
         if version == 0:
             tables = {r[0] for r in conn.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table'")}
             if tables - {"runs", "adapters", "cells"}:
-                conn.close()
                 raise HistoryError(f"{path}: an SQLite database, but not a results history")
-            conn.executescript(_SCHEMA)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA
+                               + f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
         return conn
-    except sqlite3.DatabaseError as exc:
-        raise HistoryError(f"{path}: not a usable history database ({exc})") from exc
+    except (HistoryError, sqlite3.Error) as exc:
+        if conn is not None:
+            conn.close()
+        if isinstance(exc, HistoryError):
+            raise
+        raise HistoryError(_describe(path, exc)) from None
+
+
+def _json_object(text, what: str) -> dict:
+    """A stored JSON object, checked: the database may have been edited."""
+    try:
+        value = json.loads(text or "{}")
+    except (TypeError, ValueError, RecursionError):
+        raise _Corrupt(f"{what} is not JSON") from None
+    if not isinstance(value, dict):
+        raise _Corrupt(f"{what} is not a JSON object")
+    return value
 
 
 def _resolve(conn: sqlite3.Connection, run_id: str) -> str:
@@ -266,8 +329,11 @@ def _resolve(conn: sqlite3.Connection, run_id: str) -> str:
 
 
 def _load_snapshot(conn: sqlite3.Connection, run_id: str) -> Snapshot:
-    started, started_utc, profile = conn.execute(
+    row = conn.execute(
         "SELECT started, started_utc, profile FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise HistoryError(f"no run {run_id!r} in the history")
+    started, started_utc, profile = row
     snap = Snapshot(run_id, started, started_utc, profile or "")
     for clause, adapter, status in conn.execute(
             "SELECT clause, adapter, status FROM cells WHERE run_id = ?", (run_id,)):
@@ -275,7 +341,8 @@ def _load_snapshot(conn: sqlite3.Connection, run_id: str) -> Snapshot:
     for adapter, status, versions in conn.execute(
             "SELECT adapter, status, versions FROM adapters WHERE run_id = ?", (run_id,)):
         snap.adapter_status[adapter] = status
-        snap.versions[adapter] = json.loads(versions or "{}")
+        snap.versions[adapter] = {str(k): str(v) for k, v in _json_object(
+            versions, f"run {run_id}, adapter {adapter}: versions").items()}
     return snap
 
 

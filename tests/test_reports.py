@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import subprocess
@@ -382,6 +383,129 @@ def test_history_rejects_foreign_database(tmp_path):
         conn.execute("CREATE TABLE users (name TEXT)")
     with pytest.raises(history.HistoryError, match="not a results history"):
         history.runs(other)
+
+
+# -- a hostile history database: every failure a HistoryError naming the file ---
+
+def stored(tmp_path):
+    """A history holding both runs of two_runs, and its path."""
+    a, b = two_runs(tmp_path)
+    db = tmp_path / "h.sqlite"
+    history.add(a, db)
+    history.add(b, db)
+    return db, a
+
+
+def _expect(db, action, pattern):
+    with pytest.raises(history.HistoryError) as info:
+        action()
+    message = str(info.value)
+    assert message.startswith(f"{db}: "), message
+    assert re.search(pattern, message), message
+
+
+def test_corrupt_pages_are_a_history_error(tmp_path):
+    db, a = stored(tmp_path)
+    data = bytearray(db.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    assert len(data) >= 3 * page, "the history should span several pages"
+    data[page:] = bytes([0xA5]) * (len(data) - page)     # every page but the header's
+    db.write_bytes(bytes(data))
+    for action in (lambda: history.runs(db), lambda: history.diff(db, "run-a", "run-b"),
+                   lambda: history.add(a, db)):
+        _expect(db, action, r"corrupt history database \(database disk image is malformed\)"
+                            r"|not a usable history database")
+
+
+def test_a_read_only_history_refuses_writes_and_still_reads(tmp_path, monkeypatch):
+    db, a = stored(tmp_path)
+    if os.geteuid() == 0:
+        # Permissions do not bind root: open the file as SQLite's read-only mode does.
+        real = sqlite3.connect
+        monkeypatch.setattr(history.sqlite3, "connect", lambda path, **kw: real(
+            f"file:{path}?mode=ro", uri=True, **kw))
+    else:
+        db.chmod(0o444)
+    _expect(db, lambda: history.add(a, db), r"cannot write the history database: it is "
+                                            r"read-only")
+    assert [r.run_id for r in history.runs(db)] == ["run-a", "run-b"]
+
+
+def _add_many(db, results_dir, barrier, rounds):
+    barrier.wait()
+    for _ in range(rounds):
+        history.add(results_dir, db)
+
+
+def test_processes_adding_the_same_run_at_once_take_turns(tmp_path):
+    import multiprocessing
+    a, b = two_runs(tmp_path)
+    db = tmp_path / "h.sqlite"
+    history.add(b, db)                 # the schema exists; the race is on run-a
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(4)
+    procs = [ctx.Process(target=_add_many, args=(db, a, barrier, 15)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0], "a concurrent add failed"
+    assert sorted(r.run_id for r in history.runs(db)) == ["run-a", "run-b"]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM cells WHERE run_id='run-a'").fetchone() == (4,)
+
+
+def test_a_lock_held_too_long_is_a_history_error(tmp_path, monkeypatch):
+    db, a = stored(tmp_path)
+    monkeypatch.setattr(history, "LOCK_TIMEOUT_S", 0.2)
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        _expect(db, lambda: history.add(a, db), r"stayed locked by another process for 0.2 s")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert history.add(a, db) == ("run-a", False)
+
+
+@pytest.mark.parametrize("sql, pattern", [
+    ("UPDATE adapters SET versions = '{not json' WHERE run_id = 'run-a'",
+     r"corrupt history database: run run-a, adapter .*: versions is not JSON"),
+    ("UPDATE adapters SET versions = '[1, 2]' WHERE run_id = 'run-a'",
+     r"versions is not a JSON object"),
+    ("PRAGMA user_version = -3", r"history schema version -3 is not one this tool knows"),
+    ("DROP TABLE cells", r"not a usable history database \(no such table: cells\)"),
+])
+def test_edited_rows_are_a_history_error(tmp_path, sql, pattern):
+    db, _ = stored(tmp_path)
+    with sqlite3.connect(db) as conn:
+        conn.execute(sql)
+    _expect(db, lambda: history.diff(db, "run-a", "run-b"), pattern)
+
+
+def test_edited_totals_are_a_history_error(tmp_path):
+    db, _ = stored(tmp_path)
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE runs SET totals = 'x' WHERE run_id = 'run-b'")
+    _expect(db, lambda: history.runs(db), r"run run-b: totals is not JSON")
+
+
+def test_a_directory_as_history_is_a_history_error(tmp_path):
+    db = tmp_path / "dir.sqlite"
+    db.mkdir()
+    _expect(db, lambda: history.runs(db), r"not a usable history database")
+    a, _ = two_runs(tmp_path)
+    _expect(db, lambda: history.add(a, db), r"not a usable history database")
+
+
+def test_cli_reports_a_corrupt_history_with_exit_2(tmp_path, capsys):
+    db, _ = stored(tmp_path)
+    data = bytearray(db.read_bytes())
+    data[4096:] = bytes(len(data) - 4096)
+    db.write_bytes(bytes(data))
+    assert main(["history", "list", "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {db}: ") and "Traceback" not in err
 
 
 # -- CLI -----------------------------------------------------------------------
