@@ -212,6 +212,9 @@ def _read_run_json(path: Path, warnings: list[str]) -> dict | None:
         warnings.append(f"{RUN_FILE} is not valid JSON (line {exc.lineno}, column "
                         f"{exc.colno}: {exc.msg}): run details are unknown")
         return None
+    except RecursionError:
+        warnings.append(f"{RUN_FILE} is nested too deeply to read: run details are unknown")
+        return None
     if not isinstance(data, dict):
         warnings.append(f"{RUN_FILE} holds a JSON {type(data).__name__}, not an object: "
                         "run details are unknown")
@@ -301,6 +304,9 @@ def _read_jsonl(path: Path, warnings: list[str]) -> tuple[list[Record], int]:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             problems.append(f"line {lineno}: not valid JSON ({exc.msg}, column {exc.colno})")
+            continue
+        except RecursionError:
+            problems.append(f"line {lineno}: JSON nested too deeply to read")
             continue
         if not isinstance(obj, dict):
             problems.append(f"line {lineno}: a JSON {_kind(obj)}, not an object")

@@ -148,6 +148,17 @@ def test_corrupt_lines_are_counted_not_fatal(tmp_path):
     assert "5 unreadable result lines skipped" in html
 
 
+def test_deeply_nested_json_is_a_skipped_line_and_a_warning(tmp_path):
+    deep = "[" * 100_000 + "]" * 100_000
+    root = write_results(tmp_path / "r", None, [rec("SHAPE-SAME", "torch-ref", "passed")],
+                         raw_lines=[deep])
+    (root / "run.json").write_text(deep)
+    results = records.load(root)
+    assert len(results.records) == 1 and results.skipped_lines == 1
+    assert any("line 2: JSON nested too deeply to read" in w for w in results.warnings)
+    assert any("run.json is nested too deeply to read" in w for w in results.warnings)
+
+
 def test_malformed_optional_fields_fall_back(tmp_path):
     d = write_results(tmp_path, make_run(), [rec(
         "SHAPE-SAME", "torch-ref", "failed", worst_ratio="big", examples=True, message=None,
