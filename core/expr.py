@@ -134,6 +134,9 @@ def parse(source: str, known_names: set[str] | frozenset | None = None) -> Expr:
             raise ExprError(f"{type(node).__name__} not allowed in {source!r}")
         elif isinstance(node, ast.Constant):
             _check_constant(node.value, source)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod) \
+                and isinstance(node.left, ast.Constant) and isinstance(node.left.value, str):
+            raise ExprError(f"string formatting with % is not allowed in {_shorten(source)}")
     if known_names is not None:
         unknown = names - set(known_names)
         if unknown:

@@ -388,10 +388,12 @@ def test_a_nul_byte_is_a_syntax_error():
         parse("rows\0")
 
 
-def test_string_formatting_is_refused():
+def test_string_formatting_is_refused_at_parse_and_at_evaluation():
     # "%999999999d" % 1 would allocate a gigabyte.
     with pytest.raises(ExprError, match="string formatting with % is not allowed"):
-        parse("'%999999999d' % rows")({"rows": 1})
+        parse("'%999999999d' % rows")
+    with pytest.raises(ExprError, match="string formatting with % is not allowed"):
+        parse("padding % rows")({"padding": "%999999999d", "rows": 1})
     assert parse("rows % 3")({"rows": 7}) == 1
 
 
