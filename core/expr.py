@@ -37,7 +37,6 @@ MAX_EXPR_DEPTH = 40         # nesting of the parsed tree (evaluation recurses on
 MAX_EXPONENT = 64           # |exponent| of **
 MAX_INT_BITS = 1_024        # any integer, literal or computed (floats end near 2**1024)
 MAX_ITEMS = 10_000          # items of a string or tuple, nested ones counted
-MAX_REPEAT = MAX_ITEMS      # the name earlier releases used
 MAX_EVAL_STEPS = 100_000    # nodes visited plus items touched, per evaluation
 
 

@@ -21,6 +21,7 @@ import functools
 import hashlib
 import json
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -684,7 +685,9 @@ class _Builder:
             raise self.fail(line, f"message pattern of {len(source)} characters is too long "
                                   f"(limit MAX_PATTERN_CHARS = {MAX_PATTERN_CHARS})")
         try:
-            pattern = re.compile(source)
+            with warnings.catch_warnings():     # FutureWarnings of odd patterns: not ours to show
+                warnings.simplefilter("ignore")
+                pattern = re.compile(source)
         except (re.error, RecursionError, OverflowError) as exc:
             raise self.fail(line, f"bad message pattern {source!r}: {exc}") from None
         nested = _nested_repeat(source)

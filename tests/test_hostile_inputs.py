@@ -99,3 +99,23 @@ def test_a_good_case_passes_the_same_readers(tmp_path):
     case = Case.load(good_case().save(tmp_path / "c.npz"))
     assert oracle.forward(case).output.shape == (1, 4, 4, 2)
     np.testing.assert_array_equal(case.inputs, good_case().inputs)
+
+
+def test_every_bound_is_documented_with_its_value():
+    """docs/limits.md lists every MAX_* constant of the readers with the
+    value the code uses, and every constant its tables name exists."""
+    from convlstm_conformance import expr, model, spec, worker
+    from convlstm_conformance.reports import history
+    modules = (spec, expr, model, worker, history)
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "limits.md").read_text()
+    rows = dict(re.findall(r"^\| `([A-Z_]+)` \| ([^|]+) \|", doc, re.M))
+    for module in modules:
+        for name in dir(module):
+            if name.startswith("MAX_"):
+                assert name in rows, f"{module.__name__}.{name} is not in docs/limits.md"
+    for name, cell in rows.items():
+        owners = [m for m in modules if hasattr(m, name)]
+        assert owners, f"docs/limits.md names {name}, which no reader defines"
+        value = getattr(owners[0], name)
+        documented = float(re.match(r"[\d.]+", cell.replace(",", "")).group())
+        assert documented == value, f"docs/limits.md gives {name} = {documented}, the code {value}"
