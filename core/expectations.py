@@ -13,10 +13,13 @@ One YAML file per adapter under ``conformance/expectations/`` (installed as
 
 A failing example that matches an entry is recorded as expected and the test
 goes on drawing (an entry naming the clause is preferred over a "*" one, so a
-broad entry does not absorb a failure that a specific one explains); an entry whose examples all pass is reported (it must be
-removed: the implementation was fixed).  A "*" entry with a ``when`` marks a
-region of every clause: after a couple of examples there, a test redraws
-instead of running more of them (``harness.Context.steer``).
+broad entry does not absorb a failure that a specific one explains).  An
+entry must name its clause or carry a ``when``: a catch-all is refused.  An
+entry that no longer matches a failure is stale and fails the run: one naming
+a clause fails its test, a "*" one is found across the run's records at its
+end (``plugin.stale_expectations``).  A "*" entry marks a region of every
+clause: once its divergence has shown in a test, the test redraws instead of
+running more examples there (``harness.Context.steer``).
 """
 from __future__ import annotations
 
@@ -44,6 +47,11 @@ class Expectation:
     when: Expr | None = None
     line: int = 0
     match: re.Pattern | None = None
+    path: str = ""          # the expectations file, for messages
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line}"
 
     def matches(self, clause_id: str, env: Mapping[str, Any], problem: str | None = None) -> bool:
         if self.clause not in ("*", clause_id):
@@ -81,6 +89,11 @@ def load_file(path: Path, spec: Spec) -> list[Expectation]:
         clause = entry.get("clause")
         if clause != "*" and clause not in spec.clauses:
             raise SpecError(path, line, f"unknown clause {clause!r}")
+        if clause == "*" and entry.get("when") is None:
+            # A catch-all would excuse any failure of the adapter, present or
+            # future, and could never be shown stale (docs/harness-rules.md).
+            raise SpecError(path, line, "an expectation for every clause ('*') needs a 'when' "
+                                        "condition saying where the divergence is")
         if not entry.get("reason"):
             raise SpecError(path, line, "an expected failure needs a reason")
         when = None
@@ -99,7 +112,7 @@ def load_file(path: Path, spec: Spec) -> list[Expectation]:
         if link and not link.startswith(("http://", "https://")):
             raise SpecError(path, line, f"link must be an http(s) URL, got {link!r}")
         out.append(Expectation(doc["adapter"], clause, str(entry["reason"]), link, when, line,
-                               pattern))
+                               pattern, str(path)))
     return out
 
 

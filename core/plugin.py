@@ -92,9 +92,33 @@ def display_name(key: str) -> str:
     return key
 
 
+def check_selection(names: list[str]) -> None:
+    """A run must have something to judge: an empty selection, an unknown
+    name or a named implementation that cannot run here is an error, never a
+    run of skips that passes (docs/harness-rules.md)."""
+    if not names:
+        raise pytest.UsageError(
+            "convlstm-conformance: no implementation selected (--adapters is empty and no "
+            "--adapter-object or --adapter-command was given): there is nothing to judge")
+    for name in names:
+        if name.startswith(("object:", "command:")):
+            continue
+        entry = registry.entry_for(name)
+        if entry is None:
+            known = ", ".join(e.name for e in registry.entries())
+            raise pytest.UsageError(f"convlstm-conformance: unknown adapter {name!r}; "
+                                    f"registered: {known}")
+        ok, why = entry.available()
+        if not ok:
+            raise pytest.UsageError(f"convlstm-conformance: adapter {name} was selected but "
+                                    f"cannot run here ({why}); select only what is installed, "
+                                    f"or --adapters all")
+
+
 def pytest_configure(config):
     if not runs_suite(config):
         return
+    check_selection(_selected(config))
     profiles.load(config.getoption("--profile"))
     results = Path(config.getoption("--results-dir"))
     worker = getattr(config, "workerinput", {}).get("workerid", "main")
@@ -255,12 +279,49 @@ def pytest_runtest_makereport(item, call):
         item.config._convlstm_recorder.write(rec)
 
 
+def expectation_totals(results_dir: Path) -> dict[tuple, dict]:
+    """Per expectation entry (file, line), its matching failures and passes
+    summed over every test record of the run."""
+    import json
+    totals: dict[tuple, dict] = {}
+    for path in sorted(results_dir.glob("results-*.jsonl")):
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            for e in rec.get("expected") or []:
+                key = (e.get("file", ""), e.get("line", 0))
+                t = totals.setdefault(key, {"adapter": rec.get("adapter"), "clause": e["clause"],
+                                            "file": key[0], "line": key[1],
+                                            "reason": e["reason"], "failed": 0, "passed": 0})
+                t["failed"] += e["failed"]
+                t["passed"] += e["passed"]
+    return totals
+
+
+def stale_expectations(totals: dict[tuple, dict]) -> tuple[list[dict], list[dict]]:
+    """(stale, broad) among the "*" entries: stale ones matched passing
+    examples and no failure in the whole run; broad ones matched both.
+    (An entry naming a clause is judged by its own test: Context.finish.)"""
+    wide = [t for t in totals.values() if t["clause"] == "*"]
+    stale = [t for t in wide if t["passed"] and not t["failed"]]
+    broad = [t for t in wide if t["passed"] and t["failed"]]
+    return stale, broad
+
+
 def pytest_sessionfinish(session, exitstatus):
     config = session.config
     if not _active(config):
         return
     recorder: Recorder = config._convlstm_recorder
     recorder.finish()
+    if recorder.controller:
+        stale, broad = stale_expectations(expectation_totals(recorder.dir))
+        recorder.update_run({"stale_expectations": stale, "broad_expectations": broad})
+        config._convlstm_stale = stale
+        if stale and session.exitstatus == 0:
+            session.exitstatus = 1
     if recorder.controller and not config.getoption("--no-report"):
         try:
             path = render_report(recorder.dir)
@@ -291,6 +352,11 @@ def pytest_terminal_summary(terminalreporter, config):
     path = getattr(config, "_convlstm_report", None)
     error = getattr(config, "_convlstm_report_error", None)
     terminalreporter.section("convlstm-conformance")
+    for t in getattr(config, "_convlstm_stale", []):
+        terminalreporter.write_line(
+            f"STALE expectation {t['file']}:{t['line']} ({t['adapter']}, every clause): "
+            f"{t['passed']} matching examples passed and none failed in this run -- the "
+            f"divergence is gone, remove the entry: {t['reason'][:200]}", red=True)
     terminalreporter.write_line(f"records: {recorder.dir}")
     if path:
         terminalreporter.write_line(f"report: {path}")

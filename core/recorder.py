@@ -103,6 +103,13 @@ class Recorder:
                     adapters.setdefault(name, {}).update(info)
             self._write_run(meta)
 
+    def update_run(self, fields: dict[str, Any]) -> None:
+        """Add fields to run.json (the controller, after the tests)."""
+        path = self.dir / "run.json"
+        meta = json.loads(path.read_text())
+        meta.update(fields)
+        self._write_run(meta)
+
     def _write_run(self, meta: dict[str, Any]) -> None:
         meta = records.plain(meta)
         records.check(meta, "run")

@@ -84,7 +84,7 @@ TEST_RECORD: dict[str, Any] = {
                 "additionalProperties": False,
                 "required": ["reason", "failed", "passed"],
                 "properties": {"reason": {"type": "string"}, "clause": {"type": "string"},
-                               "line": {"type": "integer"},
+                               "file": {"type": "string"}, "line": {"type": "integer"},
                                "failed": {"type": "integer", "minimum": 0},
                                "passed": {"type": "integer", "minimum": 0}},
             },
@@ -119,6 +119,8 @@ RUN_RECORD: dict[str, Any] = {
         "command": {"type": "string"},
         "selected": _STRINGS,
         "suite_version": {"type": "string"},
+        "stale_expectations": {"type": "array", "items": {"type": "object"}},
+        "broad_expectations": {"type": "array", "items": {"type": "object"}},
         "environment": {"type": "object"},
         "spec": {
             "type": "object",

@@ -17,7 +17,7 @@ from convlstm_conformance import harness, oracle, oracle_twin, tolerance
 from convlstm_conformance.adapters.oracle import NumpyOracle
 from convlstm_conformance.spec import load_cached
 from convlstm_conformance.strategies import Chooser, draw_config, focus_for, make_case
-from tests import planted_oracle
+from tests import plants
 
 SPEC = load_cached()
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +60,7 @@ def test_twin_activations_are_the_spec_s():
 def test_a_wrong_oracle_passes_against_itself_but_not_against_the_twin(
         monkeypatch, plant, clause_id):
     monkeypatch.setattr(oracle, "forward", oracle.forward)   # restored after the test
-    planted_oracle.plant(plant)
+    plants.plant(plant)
     adapter = NumpyOracle()
     self_judged = twin_judged = 0
     for case in _cases(clause_id, 8, seed=3):
@@ -74,10 +74,10 @@ def test_a_wrong_oracle_passes_against_itself_but_not_against_the_twin(
 @pytest.mark.parametrize("plant, clause_id", [("forget_gate", "SEM-STEP"),
                                               ("masking_inverted", "SEM-MASKING-LAYER")])
 def test_the_suite_goes_red_on_a_wrong_oracle(tmp_path, plant, clause_id):
-    env = dict(os.environ, PLANTED_ORACLE=plant)
+    env = dict(os.environ, CONVLSTM_PLANT=plant)
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "conformance/test_numerics.py", "-q",
-         "-p", "no:cacheprovider", "-p", "tests.planted_oracle", "--profile", "ci",
+         "-p", "no:cacheprovider", "-p", "tests.plants", "--profile", "ci",
          "--adapters", "oracle", "--results-dir", str(tmp_path), "-k", clause_id],
         cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 1, proc.stdout[-3000:]
