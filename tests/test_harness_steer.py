@@ -1,4 +1,5 @@
-"""Context.steer: examples inside an adapter-wide known divergence are redrawn.
+"""Context.steer: examples inside an adapter-wide known divergence are redrawn
+once it has shown in the test, never before.
 
 A "*" expectation with a ``when`` (e.g. keras3-jax computing float64 in
 float32) would otherwise take a share of every clause's examples and can hide
@@ -31,13 +32,26 @@ FLOAT64 = Expectation("oracle", "*", "float64 is known to diverge", when=parse("
 
 # reject() is meant for a Hypothesis test body; here it is called directly.
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
-def test_inside_a_known_divergence_the_first_examples_run_then_are_redrawn():
+def test_inside_a_known_divergence_examples_run_until_it_has_failed_then_are_redrawn():
     ctx = _context([FLOAT64])
-    for _ in range(harness.EXCUSED_RUNS):
-        ctx.steer(DRAWN, "float64")           # still run: a fix must show up
+    for _ in range(3 * harness.EXCUSED_RUNS):
+        ctx.steer(DRAWN, "float64")           # not yet seen failing: they run
+    for k in range(harness.EXCUSED_RUNS):
+        ctx.expected.setdefault(FLOAT64, [0, 0])[0] += 1   # what conclude() counts
+        if k + 1 < harness.EXCUSED_RUNS:
+            ctx.steer(DRAWN, "float64")
     with pytest.raises(UnsatisfiedAssumption):
         ctx.steer(DRAWN, "float64")
-    assert ctx.record["excused_draws"] == harness.EXCUSED_RUNS + 1
+    assert ctx.record["excused_draws"] == 3 * harness.EXCUSED_RUNS + harness.EXCUSED_RUNS
+
+
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
+def test_a_region_whose_examples_pass_is_never_redrawn():
+    """A fixed divergence must show: its passing examples all run."""
+    ctx = _context([FLOAT64])
+    for _ in range(10 * harness.EXCUSED_RUNS):
+        ctx.expected.setdefault(FLOAT64, [0, 0])[1] += 1
+        ctx.steer(DRAWN, "float64")
 
 
 def test_outside_the_region_nothing_is_redrawn():
@@ -50,7 +64,7 @@ def test_outside_the_region_nothing_is_redrawn():
 def test_clause_specific_and_unconditional_entries_do_not_steer():
     """Those are what the clause is expected to show; its examples must see them."""
     entries = [Expectation("oracle", "SEM-STEP", "clause-specific", when=parse("dtype == 'float64'")),
-               Expectation("oracle", "*", "everywhere")]
+               Expectation("oracle", "*", "everywhere (refused when loaded from a file)")]
     ctx = _context(entries)
     for _ in range(3 * harness.EXCUSED_RUNS):
         ctx.steer(DRAWN, "float64")
