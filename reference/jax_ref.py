@@ -496,7 +496,7 @@ class JaxReference(ReferenceRunner):
         if spec.stateful:
             self._state[skey] = (h, c)
         outputs = [_np64(a) for a in (out, h, c)]
-        return outputs, grads
+        return outputs, grads, [str(np.dtype(a.dtype)) for a in (out, h, c)]
 
     def _masks(self, spec, geo, case, use_in, use_rec, dt):
         """Injected dropout masks, or fresh Bernoulli draws (keep 1-rate, scaled)."""

@@ -25,8 +25,9 @@ class ReferenceRunner(Adapter):
     """The run() protocol both references share: validate, compute, report.
 
     Subclasses implement :meth:`_compute`, which gets validated inputs and
-    returns ``(outputs, grads, final_state)`` as float64 NumPy arrays in the
-    case's layouts (``final_state`` as framework tensors, for stateful layers).
+    returns ``(outputs, grads, dtypes)``: output, h and c and the gradients as
+    float64 NumPy arrays in the case's layouts, and the dtype names of the
+    framework tensors they were read from (what the layer really returned).
     """
 
     device = "cpu"
@@ -96,11 +97,11 @@ class ReferenceRunner(Adapter):
             check_case(spec, geo, case)
         except ValueError as exc:
             return raised(exc, CALL)
-        outputs, grads = self._compute(spec, geo, case)
+        outputs, grads, returned = self._compute(spec, geo, case)
         names = ["output", "h", "c"] if spec.return_state else ["output"]
         return Outcome(status=OK, outputs=outputs[:len(names)],
                        structure="list" if spec.return_state else "tensor",
-                       dtypes=[case.dtype] * len(names), grads=grads,
+                       dtypes=returned[:len(names)], grads=grads,
                        duration_s=time.perf_counter() - start)
 
     def _followups(self, case: Case) -> list[list[np.ndarray]]:
@@ -118,7 +119,7 @@ class ReferenceRunner(Adapter):
                 raise ValueError(f"a stateful layer was called with batch size {geo.B} after "
                                  f"{np.shape(case.inputs)[0]}: the batch size must stay the same")
             check_case(spec, geo, sub)
-            outputs, _ = self._compute(spec, geo, sub)
+            outputs, _, _ = self._compute(spec, geo, sub)
             results.append(outputs[:3 if spec.return_state else 1])
         return results
 

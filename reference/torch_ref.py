@@ -190,7 +190,7 @@ class TorchReference(ReferenceRunner):
         outputs = [_to_numpy64(_from_nhwc(out, spec, spec.return_sequences)),
                    _to_numpy64(_from_nhwc(h, spec, False)),
                    _to_numpy64(_from_nhwc(c, spec, False))]
-        return outputs, grads
+        return outputs, grads, [str(t.dtype).removeprefix("torch.") for t in (out, h, c)]
 
 
 def _from_nhwc(t, spec: LayerSpec, time_axis: bool):

@@ -61,8 +61,23 @@ def stale_wildcard():
         [extra] if adapter == "oracle" else [])
 
 
+def half_in_float32():
+    """The torch reference computes float16 and bfloat16 in float32, and
+    reports the dtype it was asked for (an echo, not a reading)."""
+    from convlstm_conformance.reference import torch_ref
+    real = torch_ref.TorchReference._compute
+
+    def compute(self, spec, geo, case):
+        wide = dataclasses.replace(case, dtype="float32") if case.dtype in (
+            "float16", "bfloat16") else case
+        outputs, grads, _ = real(self, spec, geo, wide)
+        return outputs, grads, [case.dtype] * 3
+    torch_ref.TorchReference._compute = compute
+
+
 PLANTS = {"forget_gate": forget_gate, "masking_inverted": masking_inverted,
-          "nothing_judgeable": nothing_judgeable, "stale_wildcard": stale_wildcard}
+          "nothing_judgeable": nothing_judgeable, "stale_wildcard": stale_wildcard,
+          "half_in_float32": half_in_float32}
 
 
 def plant(name: str) -> None:

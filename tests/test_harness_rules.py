@@ -69,3 +69,13 @@ def test_an_empty_or_unavailable_selection_is_an_error(tmp_path):
     proc = suite(tmp_path, "--adapters", "ref-torch-cuda")
     if "no NVIDIA GPU" in proc.stderr + proc.stdout:
         assert proc.returncode == 4
+
+
+def test_a_half_precision_layer_computing_in_float32_is_caught(tmp_path):
+    """Reported dtypes are read, not echoed; and DTYPE-RESULT checks the values."""
+    proc = suite(tmp_path, "conformance/test_dtypes.py", "--adapters", "ref-torch-cpu",
+                 plant="half_in_float32")
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert "cannot represent: the layer reports" in proc.stdout, proc.stdout[-3000:]
+    clean = suite(tmp_path / "clean", "conformance/test_dtypes.py", "--adapters", "ref-torch-cpu")
+    assert clean.returncode == 0, clean.stdout[-3000:]
