@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import re
 import sqlite3
@@ -359,8 +360,17 @@ def test_history_diff_finds_newly_failing_fixed_and_versions(tmp_path):
     assert [(c.adapter, c.before, c.after) for c in d.adapter_changes] == [
         ("mlx-port", "unavailable", "available")]
     assert history.diff(db, "run-a", "run-a").empty
-    # Prefixes resolve when unique.
-    assert history.diff(db, "run-a", "run-b") == history.diff(db, "run-a", "run-b")
+    # Prefixes resolve when unique; an exact id wins over a longer one it prefixes.
+    long_b = tmp_path / "long-b"
+    shutil.copytree(b, long_b)
+    for path in long_b.iterdir():
+        if path.suffix in (".json", ".jsonl"):
+            path.write_text(path.read_text().replace('"run-b"', '"run-b-20261205"'))
+    assert history.add(long_b, db) == ("run-b-20261205", True)
+    by_prefix = history.diff(db, "run-a", "run-b-2")
+    assert by_prefix.run_b == "run-b-20261205"
+    assert by_prefix == history.diff(db, "run-a", "run-b-20261205")
+    assert history.diff(db, "run-a", "run-b").run_b == "run-b"
     with pytest.raises(history.HistoryError, match="ambiguous"):
         history.diff(db, "run-", "run-b")
     with pytest.raises(history.HistoryError, match="no run 'nope'"):
