@@ -15,7 +15,8 @@ What is checked, for every rate in the clause's focus:
 * kept units are scaled by exactly 1/(1-rate) (inverted dropout);
 * one mask serves every step of a call;
 * a second call draws a fresh mask;
-* with ``seed`` in the focus: two layers built with that seed drop the same units.
+* with ``seed`` in the focus: the seeded layer drops its rate (as above), and
+  two layers built with that seed drop the same units.
 """
 import math
 
@@ -118,6 +119,9 @@ def _test_dropout(adapter_name, clause_id, adapters, spec, record):
                     f"{where}: the second call reused the first call's mask "
                     f"({differ:.3f} of units differ, expected about {expected_differ:.3f})")
             else:
+                # Equal masks prove nothing if nothing is dropped: the seeded
+                # layer's mask must be a dropout mask of its rate first.
+                _check(rate, first, recurrent, record)
                 again = adapter.run(_case(rate, recurrent, training=True, seed=seed))
                 assert again.status == "ok", f"{where}: {again.summary()}"
                 np.testing.assert_array_equal(

@@ -17,7 +17,9 @@ def suite(tmp_path: Path, *args: str, plant: str | None = None, timeout: int = 6
     env.pop("CONVLSTM_PLANT", None)
     if plant:
         env["CONVLSTM_PLANT"] = plant
-    cmd = [sys.executable, "-m", "pytest", "conformance", "-q", "-p", "no:cacheprovider",
+    # The whole suite unless the arguments name a module of it.
+    where = [] if any(a.startswith("conformance/") for a in args) else ["conformance"]
+    cmd = [sys.executable, "-m", "pytest", *where, "-q", "-p", "no:cacheprovider",
            "-p", "tests.plants", "--profile", "ci", "--results-dir", str(tmp_path), *args]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           env=env)
@@ -79,3 +81,18 @@ def test_a_half_precision_layer_computing_in_float32_is_caught(tmp_path):
     assert "cannot represent: the layer reports" in proc.stdout, proc.stdout[-3000:]
     clean = suite(tmp_path / "clean", "conformance/test_dtypes.py", "--adapters", "ref-torch-cpu")
     assert clean.returncode == 0, clean.stdout[-3000:]
+
+
+def test_a_seeded_layer_that_drops_nothing_fails_the_seed_clause(tmp_path):
+    proc = suite(tmp_path, "conformance/test_dropout.py", "--adapters", "",
+                 "--adapter-object", "tests.wrong_adapters:NoDropWhenSeeded")
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    outcomes = {r["clause"]: r["outcome"] for r in records(tmp_path)}
+    assert outcomes == {"SEM-DROPOUT-STATISTICS": "passed", "SEM-DROPOUT-SEED": "failed"}, outcomes
+
+
+def test_claims_that_leave_nothing_to_probe_fail_capability_claims(tmp_path):
+    proc = suite(tmp_path, "conformance/test_capabilities.py", "--adapters", "",
+                 "--adapter-object", "tests.wrong_adapters:ZerosWithDefaultClaims")
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert "no case can be drawn inside the claims" in proc.stdout
