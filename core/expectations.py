@@ -129,3 +129,8 @@ def _all(spec_path: str) -> dict[str, list[Expectation]]:
 
 def for_adapter(spec: Spec, adapter: str) -> list[Expectation]:
     return list(_all(str(spec.path)).get(adapter, []))
+
+
+def load_all(spec: Spec) -> dict[str, list[Expectation]]:
+    """Every expectations file, loaded and checked (SpecError on a defect)."""
+    return _all(str(spec.path))

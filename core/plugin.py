@@ -16,6 +16,7 @@ one JSON record per test (schema: ``records.py``) for the report.
 """
 from __future__ import annotations
 
+import re
 import traceback
 from pathlib import Path
 
@@ -51,6 +52,16 @@ def pytest_addoption(parser):
     group.addoption("--profile", default=None,
                     help="Hypothesis profile: ci, dev (default) or nightly")
     group.addoption("--no-report", action="store_true", help="do not render the HTML report")
+    group.addoption("--worker-timeout", type=float, default=None, metavar="S",
+                    help="seconds a worker process may take on one case "
+                         "(default: $CONVLSTM_WORKER_TIMEOUT, else docs/limits.md)")
+    group.addoption("--worker-start-timeout", type=float, default=None, metavar="S",
+                    help="seconds a worker process may take to start "
+                         "(default: $CONVLSTM_WORKER_START_TIMEOUT, else docs/limits.md)")
+    group.addoption("--worker-memory-mb", type=float, default=None, metavar="MB",
+                    help="resident memory of a worker's process tree before it is killed, "
+                         "0 for no limit (default: $CONVLSTM_WORKER_MEMORY_MB, else "
+                         "docs/limits.md)")
 
 
 def runs_suite(config) -> bool:
@@ -115,17 +126,54 @@ def check_selection(names: list[str]) -> None:
                                     f"or --adapters all")
 
 
+def _worker_limits(config) -> dict:
+    """The worker limits of the command line, checked now (a bad value is a
+    usage error before anything runs, not a failure of every test)."""
+    limits = {"timeout_s": config.getoption("--worker-timeout"),
+              "start_timeout_s": config.getoption("--worker-start-timeout"),
+              "memory_limit_mb": config.getoption("--worker-memory-mb")}
+    try:
+        registry.worker_options(**limits)
+    except ValueError as exc:
+        message = str(exc)
+        for name, flag in (("start_timeout_s", "--worker-start-timeout"),
+                           ("timeout_s", "--worker-timeout"),
+                           ("memory_limit_mb", "--worker-memory-mb")):
+            if message.startswith(name):
+                message = flag + message[len(name):]
+                break
+        raise pytest.UsageError(f"convlstm-conformance: {message}") from None
+    return limits
+
+
+def _load_contract(config):
+    """The spec and every expectations file, loaded once before the tests: a
+    malformed one stops the run with its file, line and reason."""
+    from convlstm_conformance import expectations
+    from convlstm_conformance.spec import SpecError
+    try:
+        spec = load_cached(config.getoption("--spec"))
+        expectations.load_all(spec)
+    except SpecError as exc:
+        raise pytest.UsageError(f"convlstm-conformance: {exc}") from None
+    return spec
+
+
 def pytest_configure(config):
     if not runs_suite(config):
         return
     check_selection(_selected(config))
+    limits = _worker_limits(config)
+    spec = _load_contract(config)
     profiles.load(config.getoption("--profile"))
     results = Path(config.getoption("--results-dir"))
     worker = getattr(config, "workerinput", {}).get("workerid", "main")
     recorder = Recorder(results, worker, controller=not hasattr(config, "workerinput"))
     config._convlstm_recorder = recorder
-    config._convlstm_pool = AdapterPool(recorder)
-    spec = load_cached(config.getoption("--spec"))
+    config._convlstm_pool = AdapterPool(recorder, limits)
+    config._convlstm_crashed = []
+    if recorder.controller:
+        _controller[:] = [config]
     adapters = {}
     for entry in registry.entries():
         ok, why = entry.available()
@@ -134,10 +182,15 @@ def pytest_configure(config):
         adapters[name] = {"status": "broken", "detail": why}
     from hypothesis import settings
     from convlstm_conformance import __version__
-    recorder.start({"profile": settings.get_current_profile_name(),
-                    "command": "pytest " + " ".join(config.invocation_params.args),
-                    "selected": _selected(config), "adapters": adapters,
-                    "suite_version": __version__, "spec": spec.fingerprint()})
+    try:
+        recorder.start({"profile": settings.get_current_profile_name(),
+                        "command": "pytest " + " ".join(config.invocation_params.args),
+                        "selected": _selected(config), "adapters": adapters,
+                        "suite_version": __version__, "spec": spec.fingerprint()})
+    except OSError as exc:
+        config._convlstm_recorder = None
+        raise pytest.UsageError(f"convlstm-conformance: cannot write results to {results}: "
+                                f"{exc.strerror or exc}") from None
 
 
 def pytest_generate_tests(metafunc):
@@ -161,8 +214,9 @@ def pytest_generate_tests(metafunc):
 class AdapterPool:
     """Adapters by command-line key, started on first use, closed at session end."""
 
-    def __init__(self, recorder: Recorder):
+    def __init__(self, recorder: Recorder, limits: dict | None = None):
         self.recorder = recorder
+        self.limits = limits or {}
         self._made: dict[str, Adapter] = {}
         self._broken: dict[str, str] = {}
 
@@ -183,7 +237,7 @@ class AdapterPool:
                     ok, why = entry.available()
                     if not ok:
                         pytest.skip(f"adapter {key} unavailable: {why}")
-                adapter = registry.create(key)
+                adapter = registry.create(key, **self.limits)
                 caps = adapter.capabilities()
             except pytest.skip.Exception:
                 raise
@@ -279,6 +333,60 @@ def pytest_runtest_makereport(item, call):
         item.config._convlstm_recorder.write(rec)
 
 
+# --------------------------------------------------------------------------
+# Crashed workers and partial runs
+
+#: The controlling process's config while a run is active (pytest_runtest_logreport
+#: gets no config, and the controller is where xdist reports dead workers).
+_controller: list = []
+CLAUSE_IN_ID = re.compile(r"-([A-Z][A-Z0-9]*(?:-[A-Z0-9]+)+)$")   # "...-SEM-STEP"
+
+
+def crash_record(report, selected: list[str]) -> dict:
+    """The record of a test whose pytest worker died under it (xdist reports
+    it to the controller as a failure, with no record from the worker)."""
+    nodeid = report.nodeid
+    params = nodeid.rpartition("[")[2].rstrip("]") if nodeid.endswith("]") else ""
+    keys = sorted(selected, key=lambda k: len(display_name(k)), reverse=True)
+    key = next((k for k in keys if params == display_name(k)
+                or params.startswith(display_name(k) + "-")), None)
+    adapter = "UNKNOWN" if key is None else registry.declared_name(key)
+    found = CLAUSE_IN_ID.search(params)
+    clause = found.group(1) if found else ("CAPABILITY-CLAIMS" if "test_capabilities" in nodeid
+                                           else "UNKNOWN")
+    module = nodeid.split("::")[0].rpartition("/")[2]
+    return {"nodeid": nodeid, "clause": clause, "adapter": adapter, "outcome": "crashed",
+            "duration_s": float(getattr(report, "duration", 0.0) or 0.0),
+            "test": module.removesuffix(".py").removeprefix("test_"),
+            "message": ("the pytest worker process died while running this test (killed, out "
+                        "of memory, or a crash in the implementation's native code): "
+                        + str(report.longrepr)[-1500:])}
+
+
+def pytest_runtest_logreport(report):
+    if not _controller or not report.failed:
+        return
+    text = report.longrepr if isinstance(report.longrepr, str) else ""
+    if "crashed while running" in text and getattr(report, "node", None) is not None:
+        config = _controller[0]
+        config._convlstm_crashed.append(report.nodeid)
+        config._convlstm_recorder.write(crash_record(report, _selected(config)))
+
+
+def partial_reason(session, exitstatus) -> str | None:
+    """Why the run did not run every collected test, or None."""
+    crashed = getattr(session.config, "_convlstm_crashed", [])
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        return "interrupted before every test ran"
+    if exitstatus == pytest.ExitCode.INTERNAL_ERROR:
+        return "stopped by an internal error"
+    if session.shouldfail or session.shouldstop:
+        return f"stopped early: {session.shouldfail or session.shouldstop}"
+    if crashed:
+        return f"{len(crashed)} test(s) lost with a crashed pytest worker"
+    return None
+
+
 def expectation_totals(results_dir: Path) -> dict[tuple, dict]:
     """Per expectation entry (file, line), its matching failures and passes
     summed over every test record of the run."""
@@ -317,8 +425,10 @@ def pytest_sessionfinish(session, exitstatus):
     recorder: Recorder = config._convlstm_recorder
     recorder.finish()
     if recorder.controller:
+        _controller.clear()
         stale, broad = stale_expectations(expectation_totals(recorder.dir))
-        recorder.update_run({"stale_expectations": stale, "broad_expectations": broad})
+        recorder.update_run({"stale_expectations": stale, "broad_expectations": broad,
+                             "partial": partial_reason(session, exitstatus)})
         config._convlstm_stale = stale
         if stale and session.exitstatus == 0:
             session.exitstatus = 1

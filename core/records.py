@@ -34,7 +34,7 @@ from typing import Any, Mapping
 SCHEMA_VERSION = 1
 
 #: Test outcomes, most severe first.
-OUTCOMES = ("failed", "error", "xpassed", "xfailed", "passed", "skipped")
+OUTCOMES = ("failed", "error", "crashed", "xpassed", "xfailed", "passed", "skipped")
 
 _NUMBER_OR_NULL = {"type": ["number", "null"]}
 _STRINGS = {"type": "array", "items": {"type": "string"}}
@@ -120,6 +120,7 @@ RUN_RECORD: dict[str, Any] = {
         "selected": _STRINGS,
         "suite_version": {"type": "string"},
         "stale_expectations": {"type": "array", "items": {"type": "object"}},
+        "partial": {"type": ["string", "null"]},
         "broad_expectations": {"type": "array", "items": {"type": "object"}},
         "environment": {"type": "object"},
         "spec": {

@@ -242,6 +242,25 @@ def worker_options(timeout_s: float | None = None, start_timeout_s: float | None
     return WorkerOptions(**values)
 
 
+def declared_name(key: str) -> str:
+    """An adapter's name without creating it, where it can be read: a
+    registered name, a command's NAME, an object's class attribute ``name``;
+    else the key as the command line spelled it."""
+    if key.startswith("command:"):
+        return key[len("command:"):].partition("=")[0].strip() or key
+    if key.startswith("object:"):
+        module, _, attr = key[len("object:"):].partition(":")
+        try:
+            obj: Any = importlib.import_module(module)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except Exception:
+            return key
+        name = getattr(obj, "name", "") if isinstance(obj, type) else ""
+        return name if isinstance(name, str) and name else key
+    return key
+
+
 def entry_for(key: str) -> AdapterEntry | None:
     """The registered entry behind a command-line key (None for objects and commands)."""
     if key.startswith(("object:", "command:")):

@@ -26,7 +26,7 @@ MAX_MESSAGE = 20_000
 # Per cell, tests listed in full; passes and skips are capped harder, worst first.
 MAX_CELL_ROWS = 200
 MAX_CELL_PASSES = 20
-SHORT = {"failed": "F", "error": "E", "xpassed": "XP", "xfailed": "XF",
+SHORT = {"failed": "F", "error": "E", "crashed": "C", "xpassed": "XP", "xfailed": "XF",
          "passed": "P", "skipped": "S"}
 _URL = re.compile(r"https?://[^\s<>\"'`]+", re.IGNORECASE)
 

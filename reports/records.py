@@ -20,9 +20,9 @@ from convlstm_conformance import records as schema
 
 # Cell status priority, most severe first: one failure outweighs any passes.
 OUTCOMES = schema.OUTCOMES
-BAD = frozenset({"failed", "error"})
+BAD = frozenset({"failed", "error", "crashed"})
 # Outcomes a maintainer must look at, each listed in full in the report.
-REPORTED = frozenset({"failed", "error", "xpassed"})
+REPORTED = frozenset({"failed", "error", "crashed", "xpassed"})
 
 RUN_FILE = "run.json"
 RESULTS_GLOB = "results-*.jsonl"
@@ -103,6 +103,7 @@ class RunInfo:
     spec_path: str = ""
     spec_sha256: str = ""
     found: bool = True  # False when run.json was missing or unreadable
+    partial: str | None = None   # why the run did not run every test
 
 
 @dataclass
@@ -243,6 +244,7 @@ def _parse_run(raw: dict, warnings: list[str]) -> RunInfo:
                         "results may be incomplete")
     return RunInfo(
         run_id=run_id or "", started=text("started", None), finished=finished,
+        partial=text("partial", None),
         profile=text("profile") or "", command=text("command") or "",
         environment=env if isinstance(env, dict) else {},
         spec_path=_as_str(spec.get("path")), spec_sha256=_as_str(spec.get("sha256")))

@@ -96,3 +96,39 @@ def test_claims_that_leave_nothing_to_probe_fail_capability_claims(tmp_path):
                  "--adapter-object", "tests.wrong_adapters:ZerosWithDefaultClaims")
     assert proc.returncode == 1, proc.stdout[-3000:]
     assert "no case can be drawn inside the claims" in proc.stdout
+
+
+def test_a_crashed_pytest_worker_leaves_a_crashed_record_and_a_partial_run(tmp_path):
+    proc = suite(tmp_path, "conformance/test_numerics.py", "-n", "2", "-k", "SEM-STEP",
+                 "--adapters", "", "--adapter-object", "tests.wrong_adapters:KillsItsProcess")
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    [rec] = [r for r in records(tmp_path) if r["outcome"] == "crashed"]
+    assert (rec["clause"], rec["adapter"]) == ("SEM-STEP", "kills-its-process"), rec
+    assert "worker process died" in rec["message"]
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["finished"] and "crashed pytest worker" in run["partial"]
+    assert "This run is partial" in (tmp_path / "report.html").read_text()
+
+
+def test_an_interrupted_run_says_it_is_partial(tmp_path):
+    proc = suite(tmp_path, "conformance/test_numerics.py", "-k", "SEM-STEP",
+                 "--adapters", "", "--adapter-object", "tests.wrong_adapters:InterruptsTheRun")
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["partial"] == "interrupted before every test ran"
+    assert "This run is partial" in (tmp_path / "report.html").read_text()
+
+
+def test_bad_input_to_the_run_is_a_usage_error_naming_it(tmp_path):
+    bad = tmp_path / "spec.yaml"
+    text = (ROOT / "specs" / "convlstm2d.yaml").read_text()
+    bad.write_text(text.replace('forbids: "input_rank != 5"', 'forbids: "input_rank !="'))
+    proc = suite(tmp_path / "a", "--adapters", "oracle", "--spec", str(bad))
+    assert proc.returncode == 4 and f"{bad}:" in proc.stderr and "syntax error" in proc.stderr
+    assert "INTERNALERROR" not in proc.stdout + proc.stderr
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    proc = suite(blocker / "out", "--adapters", "oracle")
+    assert proc.returncode == 4 and "cannot write results to" in proc.stderr
+    proc = suite(tmp_path / "b", "--adapters", "oracle", "--worker-timeout", "-1")
+    assert proc.returncode == 4 and "--worker-timeout must be a positive number" in proc.stderr

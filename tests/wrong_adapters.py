@@ -39,3 +39,29 @@ class ZerosWithDefaultClaims(Adapter):
         x = np.asarray(case.inputs)
         out = np.zeros(x.shape[:1] + (1, 1, int(case.config.get("filters", 1))))
         return Outcome(status=OK, outputs=[out], structure="tensor", dtypes=["float32"])
+
+
+class KillsItsProcess(ZerosWithDefaultClaims):
+    """Dies with SIGKILL inside run(), as an in-process native crash or the
+    kernel's out-of-memory killer would end a pytest worker."""
+
+    name = "kills-its-process"
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(activation=frozenset({"tanh"}),
+                            recurrent_activation=frozenset({"sigmoid"}))
+
+    def run(self, case: Case) -> Outcome:
+        import os
+        import signal
+        os.kill(os.getpid(), signal.SIGKILL)
+        raise AssertionError("unreachable")
+
+
+class InterruptsTheRun(KillsItsProcess):
+    """Raises KeyboardInterrupt, as Ctrl-C during a case does."""
+
+    name = "interrupts-the-run"
+
+    def run(self, case: Case) -> Outcome:
+        raise KeyboardInterrupt
