@@ -151,6 +151,7 @@ class WorkerProcess:
         self._oom = False
         self._next_id = 0
         self._watchdog: subprocess.Popen | None = None
+        self._stderr_done = threading.Event()
 
     @property
     def echoes_ids(self) -> bool:
@@ -178,7 +179,9 @@ class WorkerProcess:
                                        f"{exc.strerror or exc}") from None
         self.starts += 1
         self._watch(f"watch {self.proc.pid}")
-        threading.Thread(target=self._drain_stderr, args=(self.proc,), daemon=True).start()
+        self._stderr_done = threading.Event()
+        threading.Thread(target=self._drain_stderr, args=(self.proc, self._stderr_done),
+                         daemon=True).start()
         self.hello = self._read_reply(self.start_timeout_s, "start-up", None, hello=True)
         if not self.hello.get("ok"):
             error = self.hello.get("error", "")
@@ -198,7 +201,8 @@ class WorkerProcess:
         # Whatever the worker left behind in its session or below it goes too.
         self._kill(proc)
         self._watch(f"forget {proc.pid}")
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
+        self._stderr_done.set()         # its thread closes stderr
+        for stream in (proc.stdin, proc.stdout):
             try:
                 stream.close()
             except OSError:
@@ -349,15 +353,34 @@ class WorkerProcess:
                                            f"\n{self.stderr_tail()}")
             self._buf += chunk
 
-    def _drain_stderr(self, proc: subprocess.Popen) -> None:
+    def _drain_stderr(self, proc: subprocess.Popen, done: threading.Event) -> None:
+        """Keep the tail of the worker's stderr until it ends or ``done`` is
+        set: a process that escaped the kill may hold the pipe open for ever,
+        and a blocked read would hold the stream's lock against closing it."""
+        fd = proc.stderr.fileno()
+        pending = b""
         try:
-            while True:
-                raw = proc.stderr.readline(1 << 16)   # bounded: a line without end is cut
-                if not raw:
+            while not done.is_set():
+                ready, _, _ = select.select([fd], [], [], 0.2)
+                if not ready:
+                    continue
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
                     break
-                self.tail.append(raw.decode("utf-8", "replace").rstrip()[:2000])
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                pending = pending[-(1 << 16):]       # a line without end is cut
+                for raw in lines:
+                    self.tail.append(raw.decode("utf-8", "replace").rstrip()[:2000])
+            if pending:
+                self.tail.append(pending.decode("utf-8", "replace").rstrip()[:2000])
         except (OSError, ValueError):
             pass
+        finally:
+            try:
+                proc.stderr.close()
+            except OSError:
+                pass
 
     def stderr_tail(self) -> str:
         lines = list(self.tail)

@@ -157,6 +157,21 @@ def test_a_protocol_1_worker_is_restarted_after_stray_output():
         adapter.close()
 
 
+def test_an_unrequested_answer_is_taken_as_stray_before_the_next_request():
+    # Without ids, {"ok": true} written after an answer would pass for the
+    # answer to the next request: it is drained before that request is sent.
+    adapter = hostile("v1-json-after")
+    try:
+        assert served(adapter.run(_case(False)), 1)
+        assert served(adapter.run(_case(False)), 2)
+        time.sleep(0.3)
+        bad = adapter.run(_case(False))
+        assert bad.status == ADAPTER_ERROR and "1 stray line(s)" in bad.detail, bad.summary()
+        assert served(adapter.run(_case(False)), 1) and adapter.process.starts == 2
+    finally:
+        adapter.close()
+
+
 def test_a_banner_before_hello_is_recorded_on_the_first_case():
     adapter = hostile("banner")
     try:
