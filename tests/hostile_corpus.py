@@ -123,15 +123,18 @@ def npy_bytes(header: dict | str, data: bytes = b"", version: bytes = b"\x01\x00
 
 
 def zip_bytes(members: list[tuple], declared: dict | None = None, flags: int = 0) -> bytes:
-    """A zip written by hand: ``members`` are (name, data, method); ``declared``
+    """A zip written by hand: ``members`` are (name, data, method), or (name,
+    deflated body, 8, size) for a body compressed already; ``declared``
     overrides a member's uncompressed size as the headers state it."""
     out, central = io.BytesIO(), io.BytesIO()
-    for name, data, method in members:
+    for name, data, method, *raw_size in members:
         body = data
-        if method == 8:
+        if raw_size:
+            data = b""           # the CRC of what is never read is left 0
+        elif method == 8:
             c = zlib.compressobj(6, zlib.DEFLATED, -15)
             body = c.compress(data) + c.flush()
-        size = (declared or {}).get(name, len(data))
+        size = (declared or {}).get(name, raw_size[0] if raw_size else len(data))
         name_b = name.encode()
         offset = out.tell()
         out.write(struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, flags, method, 0, 0x21,
