@@ -1,7 +1,8 @@
 """Command line: ``convlstm-conformance`` (or ``python -m convlstm_conformance``).
 
     convlstm-conformance run [--profile ci] [--adapters a,b] [--adapter-object M:A] [-- PYTEST ARGS]
-    convlstm-conformance repro CASE.npz --adapter NAME [--clause ID]
+    convlstm-conformance repro CASE.npz --adapter NAME [--clause ID]   (exit 0 pass, 1 fail,
+                                                                      2 bad input, 3 not judged)
     convlstm-conformance adapters
     convlstm-conformance report RESULTS_DIR
 
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 
 EXIT_USAGE = 2
+EXIT_NOT_JUDGED = 3
 
 
 def _adapters(args) -> int:
@@ -30,7 +32,7 @@ def _adapters(args) -> int:
 
 
 def _repro(args) -> int:
-    from convlstm_conformance import harness, registry, tolerance
+    from convlstm_conformance import registry
     from convlstm_conformance.model import Case, CaseFileError
     from convlstm_conformance.spec import SpecError, load
     try:
@@ -59,24 +61,40 @@ def _repro(args) -> int:
     label = args.clause or "numerics"
     print(f"case {args.case}: config {case.config}, inputs {case.inputs.shape}, dtype {case.dtype}")
     print(f"{adapter.name}: {outcome.summary()}")
-    if clause is not None and clause.forbidding:
-        problem = harness.check_raises(clause, outcome)
-    elif clause is not None and clause.kind in ("structure", "shape", "layout"):
-        problem = harness.check_structure(spec, clause, drawn_from_case(case), outcome)
-    else:
-        gradients = case.cotangent is not None
-        verdict = (tolerance.judge_gradients if gradients else tolerance.judge)(case, outcome)
-        print(verdict.describe())
-        if verdict.unjudged:
-            print(f"NOT JUDGED [{label}]: outside the tolerance model's domain")
-            return 0
-        problem = None if verdict.passed else (
-            "gradients diverge from the oracle" if gradients else "diverges from the oracle")
+    try:
+        problem = _verdict(spec, clause, case, outcome, adapter, label)
+    except ValueError as exc:     # the judge refuses a malformed case (ExprError included)
+        print(f"error: case cannot be judged: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if problem is NOT_JUDGED:
+        return EXIT_NOT_JUDGED
     if problem:
         print(f"FAIL [{label}]: {problem}")
         return 1
     print(f"PASS [{label}]")
     return 0
+
+
+NOT_JUDGED = object()
+
+
+def _verdict(spec, clause, case, outcome, adapter, label: str):
+    """The clause's check of one outcome: a problem, None, or NOT_JUDGED."""
+    from convlstm_conformance import harness, tolerance
+    if clause is not None and clause.forbidding:
+        return harness.check_raises(clause, outcome)
+    if clause is not None and clause.kind in ("structure", "shape", "layout"):
+        return harness.check_structure(spec, clause, drawn_from_case(case), outcome)
+    gradients = case.cotangent is not None
+    judge = tolerance.judge_gradients if gradients else harness.judge_for(adapter)
+    verdict = judge(case, outcome)
+    print(verdict.describe())
+    if verdict.unjudged:
+        # Not a pass: the tolerance model cannot vouch for this case.
+        print(f"NOT JUDGED [{label}]: outside the tolerance model's domain")
+        return NOT_JUDGED
+    return None if verdict.passed else (
+        "gradients diverge from the oracle" if gradients else "diverges from the oracle")
 
 
 def drawn_from_case(case):

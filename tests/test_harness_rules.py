@@ -132,3 +132,18 @@ def test_bad_input_to_the_run_is_a_usage_error_naming_it(tmp_path):
     assert proc.returncode == 4 and "cannot write results to" in proc.stderr
     proc = suite(tmp_path / "b", "--adapters", "oracle", "--worker-timeout", "-1")
     assert proc.returncode == 4 and "--worker-timeout must be a positive number" in proc.stderr
+
+
+def test_repro_of_a_case_the_judge_refuses_is_an_error_not_a_traceback(tmp_path):
+    import numpy as np
+    from convlstm_conformance.model import Case
+    case = Case(config={"filters": 1, "kernel_size": 1}, inputs=np.zeros((1, 2, 3, 3)),
+                kernel=np.zeros((1, 1, 3, 4)), recurrent_kernel=np.zeros((1, 1, 1, 4)),
+                bias=np.zeros(4))
+    path = case.save(tmp_path / "rank4.npz")
+    proc = subprocess.run([sys.executable, "-m", "convlstm_conformance", "repro", str(path),
+                           "--adapter", "object:tests.wrong_adapters:ZerosWithDefaultClaims",
+                           "--clause", "SEM-STEP"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "error: case cannot be judged" in proc.stderr and "Traceback" not in proc.stderr
