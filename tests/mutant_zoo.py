@@ -65,8 +65,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("same_pad_wrong_side", "SEM-SAME-EVEN-KERNEL",
              "an odd 'same' padding puts its extra row/column top/left (both convolutions)"),
     Mutation("same_pad_symmetric", "SEM-SAME-EVEN-KERNEL",
-             "'same' pads the input symmetrically, rounding an odd total down "
-             "(padding=(k-1)//2): even kernels lose an output row/column"),
+             "'same' pads the input symmetrically, rounding an odd total up "
+             "(padding=k//2, as PyTorch ports do): even kernels gain an output row/column"),
     # Kernel and channel layout.
     Mutation("kernel_hw_swapped", "SEM-WEIGHT-LAYOUT",
              "kernels read as (kw, kh, ...): taps with rows and columns exchanged"),
@@ -134,6 +134,8 @@ MUTATIONS: tuple[Mutation, ...] = (
 ZOO: dict[str, Mutation] = {m.name: m for m in MUTATIONS}
 
 GATES = "ifco"
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
 
 
 def _torch():
@@ -169,12 +171,15 @@ def _activation_table(mutation: str | None):
     table = {
         "tanh": torch.tanh,
         "sigmoid": torch.sigmoid,
-        "hard_sigmoid": F.hardsigmoid,                     # relu6(x + 3) / 6
+        # Not F.hardsigmoid, whose float64 gradient is a float32 1/6 (torch 2.13).
+        "hard_sigmoid": lambda x: torch.clamp(x + 3, 0.0, 6.0) / 6,
         "relu": F.relu,
         "relu6": F.relu6,
         "leaky_relu": lambda x: F.leaky_relu(x, 0.2),
         "elu": F.elu,
-        "selu": F.selu,
+        # Not F.selu, whose gradient for x << 0 cancels (result + alpha * scale).
+        "selu": lambda x: _SELU_SCALE * torch.where(
+            x > 0, x, _SELU_ALPHA * torch.expm1(torch.clamp(x, max=0.0))),
         "celu": F.celu,
         # F.softplus returns x itself past x = 20: off by 2e-9, too much in float64.
         "softplus": lambda x: torch.logaddexp(x, torch.zeros_like(x)),
@@ -406,7 +411,11 @@ class _Layer:
         """Cross-correlation of NCHW ``x`` padded by ``pads`` (top, bottom, left, right)."""
         torch = self.torch
         (t, b), (l, r) = pads
-        x = torch.nn.functional.pad(x, (l, r, t, b))
+        # Canonical strides: torch 2.13's float32 CPU convolution returns wrong
+        # numbers (uninitialised memory, even) for a one-channel input whose
+        # strides also read as channels_last, with strides (1, 2).
+        x = torch.nn.functional.pad(x, (l, r, t, b)).clone(memory_format=torch.contiguous_format)
+        w = w.clone(memory_format=torch.contiguous_format)
         if self.m == "float16_accumulation" and self.dt == torch.float32:
             return self.conv_f16(x, w, stride, dilation)
         return torch.nn.functional.conv2d(x, w, stride=stride, dilation=dilation)
@@ -429,7 +438,7 @@ class _Layer:
         if self.m == "same_pad_wrong_side":
             return after, before
         if self.m == "same_pad_symmetric" and symmetric_ok:
-            return before, before
+            return after, after
         return before, after
 
     def input_pads(self, H, W):
