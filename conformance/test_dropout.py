@@ -65,7 +65,11 @@ def _check(rate, seq, recurrent, record):
     steps = seq.shape[1]
     m = seq[:, 0]
     n = m.size
-    dropped = float((m == 0).mean())
+    # A kept unit is scaled to at least 1; a dropped one is 0 up to the
+    # rounding of the implementation's arithmetic (an FFT convolution leaves
+    # ~1e-7 where a direct one leaves exactly 0).
+    off = np.abs(m) < 0.5
+    dropped = float(off.mean())
     se = math.sqrt(rate * (1 - rate) / n)
     what = "recurrent_dropout" if recurrent else "dropout"
     record.setdefault("measured", []).append({"what": what, "rate": rate, "dropped": dropped,
@@ -73,7 +77,7 @@ def _check(rate, seq, recurrent, record):
     assert abs(dropped - rate) <= 5 * se, (
         f"{what}={rate}: dropped fraction {dropped:.4f} over {n} units is more than 5 standard "
         f"errors ({se:.4f}) from the rate")
-    kept = m[m != 0]
+    kept = m[~off]
     np.testing.assert_allclose(kept, 1.0 / (1.0 - rate), rtol=1e-5, err_msg=(
         f"{what}={rate}: kept units are not scaled by 1/(1-rate) = {1 / (1 - rate):.6f}"))
     for t in range(1, steps):
@@ -113,7 +117,8 @@ def _test_dropout(adapter_name, clause_id, adapters, spec, record):
             if seed is None:
                 _check(rate, first, recurrent, record)
                 _check(rate, second, recurrent, record)
-                differ = float((first[:, 0] != second[:, 0]).mean())
+                differ = float(((np.abs(first[:, 0]) < 0.5)
+                                != (np.abs(second[:, 0]) < 0.5)).mean())
                 expected_differ = 2 * rate * (1 - rate)
                 assert differ > expected_differ / 2, (
                     f"{where}: the second call reused the first call's mask "
