@@ -7,7 +7,8 @@ the adapter's claimed capabilities, and output, final h and final c (of every
 call) are compared element by element against the oracle under the budgets of
 core/tolerance.py.  Each example runs the adapter's data_per_example
 cases (fresh weights and inputs) on its configuration.  A mismatch is run a second time to tell
-nondeterminism from divergence.
+nondeterminism from divergence.  A clause with ``each`` (SEM-ACTIVATIONS) is
+searched once per claimed value of that argument, so none goes undrawn.
 """
 from hypothesis import given, strategies as st
 
@@ -35,17 +36,21 @@ def test_matches_oracle(adapter_name, clause_id, adapters, spec, record, results
     dtypes = harness.dtypes_for(adapter, clause, DTYPES)
     options = harness.case_options(clause)
 
-    @harness.examples_for(adapter_name)
-    @given(drawn=configs(spec, focus=focus, sizes=clause.sizes, caps=caps, size=size),
-           data=harness.data_draws(adapter_name), dtype=st.sampled_from(dtypes))
-    def example(drawn, data, dtype):
-        if clause.defaults_only:
-            drawn = harness.strip_to_required(spec, drawn)
-        ctx.judge_cases(
-            drawn, data,
-            lambda seed, scale: make_case(spec, drawn, seed, dtype=dtype, scale=scale, **options),
-            harness.judge_for(adapter), "diverges from the oracle",
-            "is nondeterministic: a second run of the same case passed")
+    def search(focus, settings):
+        @settings
+        @given(drawn=configs(spec, focus=focus, sizes=clause.sizes, caps=caps, size=size),
+               data=harness.data_draws(adapter_name), dtype=st.sampled_from(dtypes))
+        def example(drawn, data, dtype):
+            if clause.defaults_only:
+                drawn = harness.strip_to_required(spec, drawn)
+            ctx.judge_cases(
+                drawn, data,
+                lambda seed, scale: make_case(spec, drawn, seed, dtype=dtype, scale=scale,
+                                              **options),
+                harness.judge_for(adapter), "diverges from the oracle",
+                "is nondeterministic: a second run of the same case passed")
+        example()
 
-    example()
+    for sub_focus, settings in harness.searches(adapter, adapter_name, clause, focus):
+        search(sub_focus, settings)
     ctx.finish()

@@ -285,6 +285,26 @@ def dtypes_for(adapter: Adapter, clause: Clause, default: tuple[str, ...]) -> li
     return have
 
 
+def searches(adapter: Adapter, adapter_key: str, clause: Clause, focus: dict):
+    """(focus, Hypothesis settings) of each search a clause's test runs: one
+    with the adapter's share of examples, or for a clause with ``each`` one
+    per claimed value of that argument, the examples shared among them (at
+    least MIN_EACH each: a value is never left undrawn)."""
+    from hypothesis import settings
+    whole = examples_for(adapter_key)
+    if clause.each is None:
+        return [(focus, whole)]
+    admit = features.restrictions(adapter.capabilities()).get(clause.each, lambda v: True)
+    values = [v for v in focus[clause.each] if admit(v)]
+    n = max(MIN_EACH, -(-whole.max_examples // max(len(values), 1)))
+    return [(dict(focus, **{clause.each: [v]}), settings(whole, max_examples=n))
+            for v in values]
+
+
+#: Examples per value of a clause's ``each`` argument.
+MIN_EACH = 2
+
+
 def defaults_focus(spec: Spec) -> dict[str, list]:
     """Focus that draws every drawable argument at its documented default."""
     return {a.name: [a.default] for a in spec.constructor_arguments()

@@ -349,6 +349,7 @@ class Clause:
     dtypes: tuple = ()              # dtypes a numerical clause is judged in
     result_dtypes: Mapping[str, str] = field(default_factory=dict)
     defaults_only: bool = False
+    each: str | None = None         # judge each focus value of this argument in turn
     argument: str | None = None     # for domain clauses: the argument they guard
 
     @property
@@ -654,9 +655,17 @@ class _Builder:
                                    for b in c.get("initial_bias") or ()),
                 call=dict(c.get("call") or {}), dtypes=tuple(c.get("dtypes") or ()),
                 result_dtypes=dict(c.get("result_dtypes") or {}),
-                defaults_only=bool(c.get("defaults_only", False))))
+                defaults_only=bool(c.get("defaults_only", False)),
+                each=self.each(c, focus)))
         return Spec(self.path, doc["layer"], sources, derived, arguments, clauses, self.sha256,
                     dtypes, tuple(self.exprs))
+
+    def each(self, c, focus: Mapping[str, tuple]) -> str | None:
+        name = c.get("each")
+        if name is not None and name not in focus:
+            raise self.fail(c.key_lines["each"], f"clause {c['id']}: 'each: {name}' names "
+                                                 f"no argument of its focus")
+        return name
 
     def add(self, clauses: dict, clause: Clause) -> None:
         if clause.id in clauses:

@@ -57,7 +57,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("recurrent_layer_strides", "SEM-RECURRENT-CONV",
              "the recurrent convolution takes the layer's strides (the positions it "
              "does not reach get no recurrent term)"),
-    Mutation("recurrent_layer_dilation", "SEM-RECURRENT-CONV",
+    Mutation("recurrent_layer_dilation", "SEM-RECURRENT-DILATION",
              "the recurrent convolution takes the layer's dilation_rate"),
     Mutation("bias_in_both_convs", "SEM-RECURRENT-CONV",
              "the bias is added by the recurrent convolution too"),
