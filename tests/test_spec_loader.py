@@ -242,6 +242,8 @@ MINIMAL_DEFECTS = {
                                r"at sources/ref: 'version' is a required property"),
     "source-as-a-file": ("    url: https://example.org/tiny", "    file: seeds/tiny.txt", "file:",
                          r"at sources/ref: unknown key: .*'file' was unexpected"),
+    "each-not-in-focus": ("    focus: {padding: [same]}\n", "    focus: {padding: [same]}\n    each: filters\n",
+                          "each: filters", r"^clause SEM-PAD: 'each: filters' names no argument of its focus$"),
     "missing-dtypes": ("dtypes:\n  float32: {computes_in: float32}\n  float16: {computes_in: float16}\n"
                        "  mixed_float16: {computes_in: float16, policy: true}\n", "", "spec_version",
                        r"at \(top level\): 'dtypes' is a required property"),
