@@ -44,7 +44,7 @@ def _history_add(args: argparse.Namespace) -> int:
     results = load(args.results_dir)
     for w in results.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    run_id, new = history.add_results(results, args.db)
+    run_id, new = history.add_results(results, args.db, args.label)
     print(f"{'added' if new else 'updated'} run {run_id} in {args.db}")
     return 0
 
@@ -71,10 +71,13 @@ def _history_diff(args: argparse.Namespace) -> int:
         print(json.dumps(d.to_dict(), indent=2))
         return 0
     print(f"{d.run_a} -> {d.run_b}")
+    if d.scope:
+        print(f"note: {d.scope}")
     if d.empty:
         print("no changes")
     sections = [("newly failing", d.newly_failing), ("newly fixed", d.newly_fixed),
-                ("other status changes", d.other_changes), ("new pairs", d.added),
+                ("other status changes", d.other_changes),
+                ("new error messages", d.message_changes), ("new pairs", d.added),
                 ("removed pairs", d.removed), ("adapter status changes", d.adapter_changes)]
     for title, items in sections:
         if items:
@@ -82,10 +85,26 @@ def _history_diff(args: argparse.Namespace) -> int:
             for c in items:
                 where = f"{c.clause} / {c.adapter}" if c.clause else c.adapter
                 print(f"  {where}: {c.before or '-'} -> {c.after or '-'}")
+    if d.drift:
+        print(f"\nerror-budget drift, worst error/budget ({len(d.drift)}):")
+        for c in d.drift:
+            print(f"  {c.clause} / {c.adapter}: {c.before:.3g} -> {c.after:.3g}")
     if d.version_changes:
         print(f"\nversion changes ({len(d.version_changes)}):")
         for v in d.version_changes:
             print(f"  {v.adapter} {v.package}: {v.before or '-'} -> {v.after or '-'}")
+    return 0
+
+
+def _history_trend(args: argparse.Namespace) -> int:
+    from . import trend
+
+    releases = [r for r in args.releases.split(",") if r] if args.releases else None
+    t = trend.build(args.db, args.adapter, releases)
+    if args.html:
+        args.html.write_text(trend.to_html(t), encoding="utf-8")
+        print(f"wrote {args.html}", file=sys.stderr)
+    print(trend.to_text(t), end="")
     return 0
 
 
@@ -107,17 +126,26 @@ def _parser() -> argparse.ArgumentParser:
     add = h.add_parser("add", help="store a run (idempotent on its run id)")
     add.add_argument("results_dir", type=Path, metavar="RESULTS_DIR")
     add.add_argument("--db", type=Path, required=True)
+    add.add_argument("--label", help="the release the run stands for, e.g. 2024-07")
     add.set_defaults(func=_history_add)
     ls = h.add_parser("list", help="list stored runs, oldest first")
     ls.add_argument("--db", type=Path, required=True)
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=_history_list)
     df = h.add_parser("diff", help="what changed from RUN_A to RUN_B")
-    df.add_argument("run_a", metavar="RUN_A", help="run id or unique prefix")
-    df.add_argument("run_b", metavar="RUN_B", help="run id or unique prefix")
+    df.add_argument("run_a", metavar="RUN_A", help="run id, release label or unique id prefix")
+    df.add_argument("run_b", metavar="RUN_B", help="run id, release label or unique id prefix")
     df.add_argument("--db", type=Path, required=True)
     df.add_argument("--json", action="store_true")
     df.set_defaults(func=_history_diff)
+    tr = h.add_parser("trend", help="clause x release for one adapter, and where each change "
+                                    "first appeared")
+    tr.add_argument("--db", type=Path, required=True)
+    tr.add_argument("--adapter", required=True)
+    tr.add_argument("--releases", help="comma-separated labels or run ids, in order "
+                                       "(default: every labelled run, by label)")
+    tr.add_argument("--html", type=Path, help="also write the trend as one HTML file")
+    tr.set_defaults(func=_history_trend)
     return p
 
 

@@ -102,6 +102,7 @@ class RunInfo:
     environment: dict[str, Any] = field(default_factory=dict)
     spec_path: str = ""
     spec_sha256: str = ""
+    suite_version: str = ""
     found: bool = True  # False when run.json was missing or unreadable
     partial: str | None = None   # why the run did not run every test
 
@@ -247,7 +248,8 @@ def _parse_run(raw: dict, warnings: list[str]) -> RunInfo:
         partial=text("partial", None),
         profile=text("profile") or "", command=text("command") or "",
         environment=env if isinstance(env, dict) else {},
-        spec_path=_as_str(spec.get("path")), spec_sha256=_as_str(spec.get("sha256")))
+        spec_path=_as_str(spec.get("path")), spec_sha256=_as_str(spec.get("sha256")),
+        suite_version=text("suite_version") or "")
 
 
 def _parse_clauses(raw: dict, warnings: list[str]) -> list[Clause]:
