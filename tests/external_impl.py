@@ -4,7 +4,9 @@
 It imports nothing from this project: only the standard library and NumPy,
 as an implementation in another language would use only its own npz and JSON
 readers.  It implements the float32 forward pass for valid/same padding,
-stride 1, no dilation, tanh/sigmoid, channels_last, and claims exactly that.
+stride 1, no dilation, odd kernels, tanh/sigmoid, channels_last,
+return_sequences/return_state and go_backwards, claims exactly that, and
+refuses every case that needs more (``refusal``): a correct starting point.
 ``--wrong-forget-bias`` makes it add 0.01 to the forget-gate bias.
 """
 import json
@@ -17,7 +19,47 @@ CAPABILITIES = {
     "activation": ["tanh"], "recurrent_activation": ["sigmoid"], "dtype": ["float32"],
     "device": ["cpu"], "kernel_parity": ["odd"], "strides": False, "dilation": False,
     "no_bias": True, "return_state": True, "return_sequences": True, "non_square": True,
+    "go_backwards": True,
 }
+
+
+def pair(value):
+    return tuple(value) if isinstance(value, (list, tuple)) else (value, value)
+
+
+def refusal(meta, arrays):
+    """Why this implementation cannot run the case, or None: whatever it
+    does not claim above is refused, never computed wrongly."""
+    cfg = meta["config"]
+    checks = {
+        "dtype": meta.get("dtype") not in CAPABILITIES["dtype"],
+        "activation": (cfg.get("activation", "tanh") or "linear") not in CAPABILITIES["activation"],
+        "recurrent_activation": (cfg.get("recurrent_activation", "sigmoid") or "linear")
+        not in CAPABILITIES["recurrent_activation"],
+        "data_format": (cfg.get("data_format") or "channels_last") != "channels_last",
+        "padding": str(cfg.get("padding", "valid")).lower() not in CAPABILITIES["padding"],
+        "device": cfg.get("device", "cpu") != "cpu",
+        "kernel_parity": any(k % 2 == 0 for k in pair(cfg["kernel_size"])),
+        "strides": max(pair(cfg.get("strides", 1))) > 1,
+        "dilation": max(pair(cfg.get("dilation_rate", 1))) > 1,
+        "stateful": bool(cfg.get("stateful")) or bool(meta.get("followups")),
+        "dropout": bool(meta.get("training")) and (cfg.get("dropout", 0) or 0) + (
+            cfg.get("recurrent_dropout", 0) or 0) > 0,
+        "mask": "mask" in arrays, "initial_state": "initial_h" in arrays,
+        "gradients": "cotangent" in arrays,
+        "dropout_injection": "dropout_mask" in arrays or "recurrent_dropout_mask" in arrays,
+        "masking_layer": meta.get("masking_value") is not None,
+        "serialization": bool(meta.get("roundtrip")),
+        "symbolic_shapes": bool(meta.get("unknown_dims")),
+    }
+    missing = [name for name, needed in checks.items() if needed]
+    if missing:
+        return "outside capabilities: " + ", ".join(missing)
+    if "kernel" not in arrays or "recurrent_kernel" not in arrays:
+        return "the case carries no weights to map (no initializers here)"
+    if cfg.get("use_bias", True) and "bias" not in arrays:
+        return "use_bias is set but the case carries no bias"
+    return None
 
 
 def conv(x, w, padding):
@@ -36,6 +78,8 @@ def conv(x, w, padding):
 def run(meta, arrays, wrong):
     cfg = meta["config"]
     f = int(cfg["filters"])
+    if arrays["inputs"].ndim != 5:
+        raise ValueError(f"expected 5-D inputs, got shape {arrays['inputs'].shape}")
     x = arrays["inputs"].astype(np.float32)
     k = arrays["kernel"].astype(np.float32)
     u = arrays["recurrent_kernel"].astype(np.float32)
@@ -58,6 +102,22 @@ def run(meta, arrays, wrong):
         outs.append(h)
     out = np.stack(outs, 1) if cfg.get("return_sequences") else outs[-1]
     return [out, h, c] if cfg.get("return_state") else [out]
+
+
+def answer(meta, arrays, wrong):
+    """The result file's metadata and arrays for one case."""
+    reason = refusal(meta, arrays)
+    if reason:
+        return {"status": "refused", "detail": reason, "n_outputs": 0}, {}
+    try:
+        outs = run(meta, arrays, wrong)
+    except Exception as exc:     # the layer rejects the case, as a library raises
+        return {"status": "raised", "n_outputs": 0,
+                "error": {"type": type(exc).__name__, "message": str(exc), "phase": "call",
+                          "mro": [c.__name__ for c in type(exc).__mro__]}}, {}
+    result = {"status": "ok", "structure": "list" if len(outs) > 1 else "tensor",
+              "dtypes": ["float32"] * len(outs), "n_outputs": len(outs)}
+    return result, {f"out{i}": o.astype(np.float64) for i, o in enumerate(outs)}
 
 
 def meta_array(obj):
@@ -83,16 +143,7 @@ def main():
             with np.load(msg["case"], allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
             meta = json.loads(arrays.pop("__meta__").tobytes())
-            try:
-                outs = run(meta, arrays, wrong)
-                result = {"status": "ok", "structure": "list" if len(outs) > 1 else "tensor",
-                          "dtypes": ["float32"] * len(outs), "n_outputs": len(outs)}
-                files = {f"out{i}": o.astype(np.float64) for i, o in enumerate(outs)}
-            except Exception as exc:
-                result = {"status": "raised", "n_outputs": 0,
-                          "error": {"type": type(exc).__name__, "message": str(exc), "phase": "call",
-                                    "mro": [c.__name__ for c in type(exc).__mro__]}}
-                files = {}
+            result, files = answer(meta, arrays, wrong)
             np.savez(msg["result"], __meta__=meta_array(result), **files)
             reply = {"ok": True}
         else:

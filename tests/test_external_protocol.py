@@ -48,3 +48,18 @@ def test_suite_runs_an_external_implementation_and_catches_its_bug(tmp_path):
     record = [json.loads(line) for p in (tmp_path / "bad").glob("results-*.jsonl")
               for line in p.read_text().splitlines()][0]
     assert record["repro"].startswith("python -m convlstm_conformance repro ") and "command:" in record["repro"]
+
+
+def test_external_implementation_refuses_what_it_does_not_claim(tmp_path):
+    """The example authors start from: outside its claims it refuses (it does
+    not compute a relu or a float64 case wrongly), and it refuses a case
+    without weights rather than raising on it."""
+    run = subprocess.run([sys.executable, "-m", "pytest", "conformance/test_capabilities.py",
+                          "conformance/test_initialization.py", "-q", "-p", "no:cacheprovider",
+                          "--profile", "ci", "--adapters", "", "--no-report", "--results-dir",
+                          str(tmp_path), "--adapter-command", f"external={sys.executable} {IMPL}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:]
+    outcomes = {json.loads(line)["clause"]: json.loads(line)["outcome"]
+                for p in tmp_path.glob("results-*.jsonl") for line in p.read_text().splitlines()}
+    assert outcomes["CAPABILITY-CLAIMS"] == "passed", outcomes
