@@ -92,7 +92,11 @@ def _selected(config) -> list[str]:
     else:
         names = [n.strip() for n in raw.split(",") if n.strip()]
     names += [f"object:{path}" for path in config.getoption("--adapter-object")]
-    names += [f"command:{command}" for command in config.getoption("--adapter-command")]
+    # A relative program path means the caller's directory, wherever the
+    # worker and a reproduction command later run.
+    here = config.invocation_params.dir
+    names += [f"command:{registry.absolute_command(command, here)}"
+              for command in config.getoption("--adapter-command")]
     return names
 
 

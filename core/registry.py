@@ -171,11 +171,9 @@ def from_object(path: str) -> Adapter:
     return Guarded(instantiate(path, {}))
 
 
-def from_command(spec: str, options: "WorkerOptions | None" = None) -> Adapter:
-    """An out-of-process implementation: ``NAME=COMMAND ARGS...`` speaking the
-    worker protocol (docs/worker-protocol.md)."""
+def _parse_command(spec: str) -> tuple[str, list[str]]:
+    """(NAME, argv) of ``NAME=COMMAND ARGS...``."""
     import shlex
-    from convlstm_conformance.worker import WorkerAdapter
     name, sep, command = spec.partition("=")
     try:
         argv = shlex.split(command)
@@ -183,10 +181,45 @@ def from_command(spec: str, options: "WorkerOptions | None" = None) -> Adapter:
         raise ValueError(f"--adapter-command {spec!r}: {exc}") from None
     if not sep or not name.strip() or not argv:
         raise ValueError(f"--adapter-command wants NAME=COMMAND, got {spec!r}")
+    return name.strip(), argv
+
+
+def _program(path: str, cwd: str) -> str:
+    """A program named by a relative path (``./mylstm-worker``) made absolute
+    against ``cwd``, as a shell started there runs it; a bare name (found on
+    PATH) or an absolute path unchanged."""
+    if os.sep in path and not os.path.isabs(path):
+        return os.path.normpath(os.path.join(cwd, path))
+    return path
+
+
+def absolute_command(spec: str, cwd: str | os.PathLike) -> str:
+    """``spec`` with a relative program path made absolute against ``cwd``,
+    so the command means the same program from any directory (a
+    reproduction command run elsewhere included)."""
+    import shlex
+    try:
+        name, argv = _parse_command(spec)
+    except ValueError:
+        return spec                  # reported where the adapter is created
+    program = _program(argv[0], os.fspath(cwd))
+    return spec if program == argv[0] else f"{name}={shlex.join([program] + argv[1:])}"
+
+
+def from_command(spec: str, options: "WorkerOptions | None" = None,
+                 cwd: str | None = None) -> Adapter:
+    """An out-of-process implementation: ``NAME=COMMAND ARGS...`` speaking the
+    worker protocol (docs/worker-protocol.md).  The program runs in ``cwd``
+    (default: the current directory), a relative program path resolved
+    against it now."""
+    from convlstm_conformance.worker import WorkerAdapter
+    cwd = cwd or os.getcwd()
+    name, argv = _parse_command(spec)
+    argv[0] = _program(argv[0], cwd)
     opts = options or worker_options()
-    return WorkerAdapter(name.strip(), argv=argv, timeout_s=opts.timeout_s,
+    return WorkerAdapter(name, argv=argv, timeout_s=opts.timeout_s,
                          start_timeout_s=opts.start_timeout_s,
-                         memory_limit_mb=opts.memory_limit_mb)
+                         memory_limit_mb=opts.memory_limit_mb, cwd=cwd)
 
 
 def create(key: str, *, timeout_s: float | None = None, start_timeout_s: float | None = None,

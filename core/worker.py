@@ -134,9 +134,12 @@ class WorkerProcess:
 
     def __init__(self, argv: list[str], env: dict[str, str] | None = None,
                  start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
-                 memory_limit_mb: float | None = None, directory: str | None = None):
-        """``directory``: removed with the worker's tree if the suite dies."""
+                 memory_limit_mb: float | None = None, directory: str | None = None,
+                 cwd: str | None = None):
+        """``directory``: removed with the worker's tree if the suite dies;
+        ``cwd``: where the program runs (default: the current directory)."""
         self.argv = argv
+        self.cwd = cwd
         self.env = env or {}
         self.start_timeout_s = start_timeout_s
         self.memory_limit_mb = memory_limit_mb
@@ -173,9 +176,11 @@ class WorkerProcess:
         self.hello = {}
         try:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, env=env, start_new_session=True)
+                                         stderr=subprocess.PIPE, env=env, start_new_session=True,
+                                         cwd=self.cwd)
         except OSError as exc:
-            raise WorkerError(CRASHED, f"cannot start the worker {self.argv[0]!r}: "
+            where = f" (in {self.cwd})" if self.cwd else ""
+            raise WorkerError(CRASHED, f"cannot start the worker {self.argv[0]!r}{where}: "
                                        f"{exc.strerror or exc}") from None
         self.starts += 1
         self._watch(f"watch {self.proc.pid}")
@@ -454,10 +459,10 @@ class WorkerAdapter(Adapter):
                  timeout_s: float = DEFAULT_TIMEOUT_S,
                  start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
                  memory_limit_mb: float | None = DEFAULT_MEMORY_LIMIT_MB,
-                 argv: list[str] | None = None):
+                 argv: list[str] | None = None, cwd: str | None = None):
         """``target`` ("module:Class") runs one of our adapter classes in
         ``python -m convlstm_conformance.worker``; ``argv`` runs any program that speaks the
-        protocol (a third-party implementation in any language)."""
+        protocol (a third-party implementation in any language), in ``cwd``."""
         if (target is None) == (argv is None):
             raise ValueError("give exactly one of target and argv")
         self.name = name
@@ -471,7 +476,7 @@ class WorkerAdapter(Adapter):
         self._tmp = tempfile.TemporaryDirectory(prefix=f"convlstm-{_safe(name)}-")
         self.process = WorkerProcess(argv, env=env, start_timeout_s=start_timeout_s,
                                      memory_limit_mb=memory_limit_mb or None,
-                                     directory=self._tmp.name)
+                                     directory=self._tmp.name, cwd=cwd)
         self._n = 0
         self._versions: dict[str, str] | None = None
 
