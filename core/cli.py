@@ -5,6 +5,7 @@
                                                                       2 bad input, 3 not judged)
     convlstm-conformance adapters
     convlstm-conformance report RESULTS_DIR
+    convlstm-conformance campaign DIR --adapters all --minutes 60   (core/campaign.py)
 
 ``run`` runs the suite from the installed package, from any directory, and
 ends with the HTML report; the rest of the options go to pytest (see
@@ -173,7 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("adapters", help="list registered adapters and whether they are installed")
     b = sub.add_parser("report", help="render the HTML report of a results directory")
     b.add_argument("results_dir")
+    from convlstm_conformance import campaign
+    campaign.add_parser(sub)
     args = p.parse_args(argv)
+    if args.cmd == "campaign":
+        return campaign.main(args, extra)
     if args.cmd == "run":
         return _run(args, extra)
     if args.cmd == "repro":

@@ -4,7 +4,8 @@
   run, so a red build means a new divergence, not a new draw.
 * ``dev``: the default at a desk: random, a few more examples.
 * ``nightly``: long random campaigns; share findings between machines through
-  an example database (``CONVLSTM_HYPOTHESIS_REDIS=redis://host:port/db``).
+  an example database (``CONVLSTM_HYPOTHESIS_REDIS=redis://host:port/db``,
+  or a folder: ``CONVLSTM_HYPOTHESIS_DIR``, as ``convlstm-conformance campaign`` uses).
 
 ``CONVLSTM_EXAMPLES`` overrides max_examples of whichever profile is loaded.
 """
@@ -27,6 +28,11 @@ _COMMON = dict(
 
 def example_database():
     url = os.environ.get("CONVLSTM_HYPOTHESIS_REDIS")
+    folder = os.environ.get("CONVLSTM_HYPOTHESIS_DIR")
+    if folder and not url:
+        # A campaign's own database: what one round learns, the next replays.
+        from hypothesis.database import DirectoryBasedExampleDatabase
+        return DirectoryBasedExampleDatabase(folder)
     if not url:
         return None
     import datetime
