@@ -166,4 +166,4 @@ class ConvLstmPyPI(Adapter):
 
 
 ENTRY = AdapterEntry("conv-lstm", f"{__name__}:ConvLstmPyPI", requires=("conv_lstm", "torch"),
-                     isolate=True)
+                     isolate=True, snippet="convlstm_conformance.adapters.snippets:conv_lstm")

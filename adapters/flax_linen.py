@@ -92,4 +92,5 @@ class FlaxConvLSTM(Adapter):
 
 # ~0.3 s to compile each new configuration: fewer examples, several cases each.
 ENTRY = AdapterEntry("flax", f"{__name__}:FlaxConvLSTM", requires=("flax", "jax"), isolate=True,
-                     example_share=0.5, data_per_example=COMPILED_DATA)
+                     example_share=0.5, data_per_example=COMPILED_DATA,
+                     snippet="convlstm_conformance.adapters.snippets:flax")

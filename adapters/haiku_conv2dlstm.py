@@ -101,4 +101,5 @@ class HaikuConv2DLSTM(Adapter):
 
 # ~0.3 s to compile each new configuration: fewer examples, several cases each.
 ENTRY = AdapterEntry("haiku", f"{__name__}:HaikuConv2DLSTM", requires=("haiku", "jax"),
-                     isolate=True, example_share=0.5, data_per_example=COMPILED_DATA)
+                     isolate=True, example_share=0.5, data_per_example=COMPILED_DATA,
+                     snippet="convlstm_conformance.adapters.snippets:haiku")

@@ -394,6 +394,8 @@ def _skip_initial_values(k, layer, config: dict, dtype: str) -> None:
             setattr(cell, name, k.initializers.Zeros())
 
 
+SNIPPETS = "convlstm_conformance.adapters.snippets"
+
 # -- registry entries: Keras 3 picks its backend once per process, so each
 # runs in a worker process of its own (convlstm_conformance.worker).
 
@@ -401,7 +403,7 @@ def _keras3(backend: str, lib: str, share: float = 1.0, data: int = 1) -> Adapte
     return AdapterEntry(f"keras3-{backend}", f"{__name__}:KerasConvLSTM",
                         {"flavor": "keras3", "backend": backend}, ("keras", lib), isolate=True,
                         env={"KERAS_BACKEND": backend}, example_share=share,
-                        data_per_example=data)
+                        data_per_example=data, snippet=f"{SNIPPETS}:keras")
 
 
 KERAS3_TENSORFLOW = _keras3("tensorflow", "tensorflow")
@@ -409,4 +411,4 @@ KERAS3_TENSORFLOW = _keras3("tensorflow", "tensorflow")
 KERAS3_JAX = _keras3("jax", "jax", share=0.75, data=COMPILED_DATA)
 KERAS3_TORCH = _keras3("torch", "torch")
 TF_KERAS = AdapterEntry("tf-keras", f"{__name__}:KerasConvLSTM", {"flavor": "tf_keras"},
-                        ("tf_keras", "tensorflow"), isolate=True)
+                        ("tf_keras", "tensorflow"), isolate=True, snippet=f"{SNIPPETS}:keras")

@@ -62,6 +62,9 @@ class AdapterEntry:
     # costs ~0.3 s and each further case a few milliseconds, so every
     # compilation buys several data draws (benchmarks/README.md, throughput).
     data_per_example: int = 1
+    # "module:function" writing a standalone script that shows a case's
+    # divergence with the framework alone (adapters/snippets.py); "" for none.
+    snippet: str = ""
 
     def available(self) -> tuple[bool, str]:
         missing = [m for m in self.requires if not _importable(m)]
@@ -292,6 +295,29 @@ def declared_name(key: str) -> str:
         name = getattr(obj, "name", "") if isinstance(obj, type) else ""
         return name if isinstance(name, str) and name else key
     return key
+
+
+def snippet_for(name: str, case, expected: Mapping[str, Any] | None = None,
+                budget: Mapping[str, Any] | None = None) -> str | None:
+    """A standalone script showing ``case`` on the implementation registered
+    as ``name``: its own framework and NumPy only, compared with ``expected``
+    (tensor name -> array: output, and h and c with return_state) within
+    ``budget`` (same names, per-element bounds or scalars).  Both default to
+    the oracle's result and the tolerance model's budgets.  None when the
+    implementation has no snippet writer or the case is not a plain forward
+    call (adapters/snippets.py)."""
+    entry = entry_for(name)
+    if entry is None or not entry.snippet:
+        return None
+    if expected is None or budget is None:
+        from convlstm_conformance import oracle, tolerance
+        result = oracle.forward(case)
+        names = ("output", "h", "c") if case.config.get("return_state", False) else ("output",)
+        expected = {n: getattr(result, n) for n in names}
+        budget = {n: b for n, b in tolerance.budgets(case, result).items() if n in names}
+    module_name, _, attr = entry.snippet.partition(":")
+    writer = getattr(importlib.import_module(module_name), attr)
+    return writer(case, expected, budget, **entry.kwargs)
 
 
 def entry_for(key: str) -> AdapterEntry | None:
