@@ -73,16 +73,23 @@ def load_file(path: Path, spec: Spec) -> list[Expectation]:
     doc = _load_yaml(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("adapter"), str):
         raise SpecError(path, getattr(doc, "line", 1), "expectations need a top-level 'adapter' name")
-    entries = doc.get("expected_failures") or []
+    return parse_entries(path, doc, "expected_failures", doc["adapter"], spec)
+
+
+def parse_entries(path: Path, doc: dict, key: str, adapter: str,
+                  spec: Spec) -> list[Expectation]:
+    """The entries under ``doc[key]``, each checked (SpecError naming its line):
+    the one validation of expectation files and of certify's waiver files."""
+    entries = doc.get(key) or []
     if not isinstance(entries, list):
-        raise SpecError(path, getattr(entries, "line", 1), "'expected_failures' must be a list")
+        raise SpecError(path, getattr(entries, "line", 1), f"'{key}' must be a list")
     names = set(spec.arguments) | {n for n, _ in spec.derived} | set(DIM_NAMES) | {
         "input_rank", "given", "dtype"}
     out = []
     for entry in entries:
         line = getattr(entry, "line", 0)
         if not isinstance(entry, dict):
-            raise SpecError(path, line, "each expected failure must be a mapping")
+            raise SpecError(path, line, f"each entry of '{key}' must be a mapping")
         unknown = set(entry) - _KEYS
         if unknown:
             raise SpecError(path, line, f"unknown key(s) {sorted(unknown)}; allowed: {sorted(_KEYS)}")
@@ -111,7 +118,7 @@ def load_file(path: Path, spec: Spec) -> list[Expectation]:
         link = str(entry.get("link") or "")
         if link and not link.startswith(("http://", "https://")):
             raise SpecError(path, line, f"link must be an http(s) URL, got {link!r}")
-        out.append(Expectation(doc["adapter"], clause, str(entry["reason"]), link, when, line,
+        out.append(Expectation(adapter, clause, str(entry["reason"]), link, when, line,
                                pattern, str(path)))
     return out
 
