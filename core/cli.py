@@ -5,6 +5,7 @@
                                                                       2 bad input, 3 not judged)
     convlstm-conformance adapters
     convlstm-conformance report RESULTS_DIR
+    convlstm-conformance certify --adapter NAME [--profile quick] [--waivers FILE]   (core/certify.py)
     convlstm-conformance campaign DIR --adapters all --minutes 60   (core/campaign.py)
 
 ``run`` runs the suite from the installed package, from any directory, and
@@ -176,7 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("results_dir")
     from convlstm_conformance import campaign
     campaign.add_parser(sub)
+    from convlstm_conformance import certify
+    certify.add_arguments(sub.add_parser(
+        "certify", help="certify one implementation: its certificate (JSON, HTML) and level"))
     args = p.parse_args(argv)
+    if args.cmd == "certify":
+        return certify.main(args, extra)
     if args.cmd == "campaign":
         return campaign.main(args, extra)
     if args.cmd == "run":

@@ -76,6 +76,7 @@ class _LineDict(dict):
 
 class _LineList(list):
     line: int = 0
+    item_lines: list
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -154,6 +155,7 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _LineDict
 def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode) -> _LineList:
     out = _LineList(loader.construct_object(child, deep=True) for child in node.value)
     out.line = node.start_mark.line + 1
+    out.item_lines = [child.start_mark.line + 1 for child in node.value]
     return out
 
 
@@ -379,6 +381,8 @@ class Spec:
     dtypes: dict[str, DType] = field(default_factory=dict)
     # Every expression with its line, in file order (the loader's dry run).
     expressions: tuple[tuple[Expr, int], ...] = field(default=(), repr=False)
+    version: int = 1
+    levels: dict = field(default_factory=dict)     # id -> levels.Level, in file order
 
     # -- queries -------------------------------------------------------
     def clause(self, clause_id: str) -> Clause:
@@ -485,7 +489,7 @@ class Spec:
         return names
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"path": str(self.path), "sha256": self.sha256,
+        return {"path": str(self.path), "sha256": self.sha256, "version": self.version,
                 "clauses": [{"id": c.id, "kind": c.kind, "title": c.title}
                             for c in self.clauses.values()]}
 
@@ -657,8 +661,22 @@ class _Builder:
                 result_dtypes=dict(c.get("result_dtypes") or {}),
                 defaults_only=bool(c.get("defaults_only", False)),
                 each=self.each(c, focus)))
+        from convlstm_conformance import levels
+        found = levels.build(self.path, doc.get("levels"), clauses,
+                             lambda feature: self.feature_values(feature, arguments, dtypes))
         return Spec(self.path, doc["layer"], sources, derived, arguments, clauses, self.sha256,
-                    dtypes, tuple(self.exprs))
+                    dtypes, tuple(self.exprs), doc["spec_version"], found)
+
+    @staticmethod
+    def feature_values(feature: str, arguments: Mapping[str, Argument], dtypes) -> set | None:
+        """The values a level may require of a set feature, where the spec
+        enumerates them: dtypes, or the domain of the argument it covers."""
+        if feature == "dtype":
+            return set(dtypes)
+        from convlstm_conformance.features import BY_NAME
+        covered = [arguments[a] for a in BY_NAME[feature].covers if a in arguments]
+        values = (covered[0].domain or {}).get("values") if len(covered) == 1 else None
+        return None if values is None else {str(v).lower() for v in values}
 
     def each(self, c, focus: Mapping[str, tuple]) -> str | None:
         name = c.get("each")
