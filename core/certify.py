@@ -351,6 +351,21 @@ def render_html(certificate: dict, out: Path) -> Path:
     raise LookupError(f"no 'certificate' renderer registered under {REPORTERS}")
 
 
+def level_reasons(lv: dict, listed: int = 8) -> list[str]:
+    """Why a level of a certificate is not met: features not declared, then
+    its clauses by verdict (named when at most ``listed``, else counted)."""
+    why = ([f"not declared: {', '.join(lv['missing_features'])}"]
+           if lv["missing_features"] else [])
+    for verdict in VERDICTS:
+        ids = [u["clause"] for u in lv["unmet"] if u["verdict"] == verdict]
+        if ids:
+            why.append(f"{verdict}: " + (", ".join(ids) if len(ids) <= listed
+                                         else f"{len(ids)} clauses"))
+    if lv["capability_claims_failed"]:
+        why.append("CAPABILITY-CLAIMS failed")
+    return why
+
+
 def summary(cert: dict) -> list[str]:
     impl = cert["implementation"]
     level = cert["level"]
@@ -360,15 +375,7 @@ def summary(cert: dict) -> list[str]:
         if lv["met"]:
             lines.append(f"  level {lv['id']}: met ({lv['clauses']} clauses)")
             continue
-        why = []
-        if lv["missing_features"]:
-            why.append("not declared: " + ", ".join(lv["missing_features"]))
-        if lv["unmet"]:
-            why.append(", ".join(f"{u['clause']} {u['verdict']}" for u in lv["unmet"][:8])
-                       + (f" and {len(lv['unmet']) - 8} more" if len(lv["unmet"]) > 8 else ""))
-        if lv["capability_claims_failed"]:
-            why.append("CAPABILITY-CLAIMS failed")
-        lines.append(f"  level {lv['id']}: not met -- " + "; ".join(why))
+        lines.append(f"  level {lv['id']}: not met -- " + "; ".join(level_reasons(lv)))
     for f in cert["failures"]:
         lines.append(f"  {f['verdict'].upper()} [{f['clause']}] ({f['test']}) "
                      + (f["note"] or (f["message"].splitlines() or [""])[0])[:200])

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import jinja2
 
+from convlstm_conformance.certify import level_reasons
+
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
 
@@ -25,3 +27,50 @@ def build(certificate: dict, out: Path) -> Path:
     out = Path(out)
     out.write_text(render(certificate), encoding="utf-8")
     return out
+
+
+def index(directory: Path) -> Path:
+    """``index.md`` of the certificates (``*.json``) in ``directory``: one row
+    per implementation, then what each one's failures are."""
+    import json
+    directory = Path(directory)
+    certs = []
+    for path in sorted(directory.glob("*.json")):
+        cert = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(cert, dict) and cert.get("certificate_schema"):
+            certs.append((path, cert))
+    lines = ["# Certificates", "",
+             "Written by `convlstm-conformance certify` (the command is in each certificate); "
+             "this page by `python -m convlstm_conformance.reports.certificate DIR`.", "",
+             "| implementation | versions | level | met | failed | waived | not claimed | "
+             "not judged | profile | date |", "| --- " * 10 + "|"]
+    for path, c in certs:
+        impl, s = c["implementation"], c["summary"]
+        versions = ", ".join(f"{k} {v}" for k, v in (impl.get("versions") or {}).items())
+        lines.append(f"| [{_md(impl['name'])}]({path.name}) | {_md(versions)} | "
+                     f"{c['level'] or 'none'} | {s['met']} | {s['failed']} | {s['waived']} | "
+                     f"{s['not claimed']} | {s['not judged']} | {c['suite']['profile']} | "
+                     f"{(c['run'].get('started') or '')[:10]} |")
+    for path, c in certs:
+        lines += ["", f"## {_md(c['implementation']['name'])}", ""]
+        for lv in c["levels"]:
+            lines.append(f"- level {lv['id']}: " + ("met" if lv["met"] else
+                                                    "not met (" + "; ".join(level_reasons(lv))
+                                                    + ")"))
+        for f in c["failures"]:
+            first = (f["note"] or (f["message"].splitlines() or [""])[0])[:240]
+            lines.append(f"- {f['verdict']} `{f['clause']}` ({f['test']}): {_md(first)}")
+    out = directory / "index.md"
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out
+
+
+def _md(text: str) -> str:
+    """Text from a certificate, inert in a Markdown table."""
+    return (str(text).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;")
+            .replace("`", "'").replace("\n", " "))
+
+
+if __name__ == "__main__":
+    import sys
+    print(index(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/certificates")))
