@@ -52,13 +52,43 @@ def judged_against(adapter: Adapter) -> str:
     return "oracle_twin" if getattr(adapter, "is_judge", False) else "oracle"
 
 
-def repro_command(case_path: Path, adapter: str, clause: str) -> str:
+def repro_command(case_path: Path, adapter: str, clause: str | None) -> str:
+    """The command re-running a saved case; without ``clause`` it judges the
+    numbers against the oracle."""
     return (f"python -m convlstm_conformance repro {shlex.quote(str(case_path))} "
-            f"--adapter {shlex.quote(adapter)} --clause {clause}")
+            f"--adapter {shlex.quote(adapter)}" + (f" --clause {clause}" if clause else ""))
 
 
 def _fmt_config(config: Mapping[str, Any]) -> str:
     return json.dumps(config, default=str, sort_keys=False)
+
+
+class ConformanceFailure(AssertionError):
+    """A failure already said in full (clause, adapter, configuration, error
+    against budget, reproduction): the terminal shows its message alone."""
+
+
+def save_case(results_dir: Path, stem: str, case: Case) -> Path:
+    """Save a failing case under ``results_dir/cases`` for its reproduction."""
+    cases_dir = results_dir / "cases"
+    cases_dir.mkdir(parents=True, exist_ok=True)
+    return case.save(cases_dir / (re.sub(r"[^A-Za-z0-9_.-]", "_", stem) + ".npz"))
+
+
+def failure_message(spec: Spec, clause: Clause, adapter_name: str, problem: str,
+                    config: Mapping[str, Any], dims: Mapping[str, Any], dtype: str,
+                    repro: str, extra: str = "", outcome: Outcome | None = None) -> str:
+    """The one block a failure reads as, in the terminal and the report: what
+    is wrong (with the error against its budget), the clause, the minimal
+    configuration, and the command reproducing it."""
+    lines = [f"[{clause.id}] {adapter_name}: {problem}",
+             f"  clause: {clause.title} ({spec.path.name}:{clause.line})",
+             f"  config: {_fmt_config(config)}",
+             f"  input dims: {_fmt_config(dims)}, dtype {dtype}{extra}"]
+    if outcome is not None and outcome.status != OK:
+        lines.append(f"  implementation: {outcome.summary()}")
+    lines.append(f"  reproduce: {repro}")
+    return "\n".join(lines)
 
 
 #: Examples per test still run inside an adapter-wide known divergence.
@@ -167,32 +197,21 @@ class Context:
 
     def fail(self, drawn: Drawn, case: Case, problem: str,
              errors: Mapping[str, Any] | None, outcome: Outcome | None) -> None:
-        cases_dir = self.results_dir / "cases"
-        cases_dir.mkdir(parents=True, exist_ok=True)
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{self.test}-{self.clause.id}-{self.adapter.name}")
         # One file per test: Hypothesis replays the minimal example last, so
         # the file left behind is the shrunk one.
-        path = case.save(cases_dir / f"{safe}.npz")
+        path = save_case(self.results_dir, f"{self.test}-{self.clause.id}-{self.adapter.name}",
+                         case)
         repro = repro_command(path, self.key or self.adapter.name, self.clause.id)
-        lines = [f"[{self.clause.id}] {self.adapter.name}: {problem}",
-                 f"  clause: {self.clause.title} ({self.spec.path.name}:{self.clause.line})",
-                 f"  config: {_fmt_config(drawn.config)}",
-                 f"  input dims: {_fmt_config(drawn.dims)}, dtype {case.dtype}"
-                 + (f", input rank {drawn.input_rank}" if drawn.input_rank != 5 else "")
-                 + "".join(f", {k} {v}" for k, v in drawn.probes.items())]
-        for name, e in (errors or {}).items():
-            lines.append(f"  {name}: max |error| {e.max_abs:.3g}, budget {e.budget:.3g}, "
-                         f"error/budget {e.ratio:.3g}")
-        if outcome is not None and outcome.status != OK:
-            lines.append(f"  implementation: {outcome.summary()}")
-        lines.append(f"  reproduce: {repro}")
-        message = "\n".join(lines)
+        extra = ((f", input rank {drawn.input_rank}" if drawn.input_rank != 5 else "")
+                 + "".join(f", {k} {v}" for k, v in drawn.probes.items()))
+        message = failure_message(self.spec, self.clause, self.adapter.name, problem,
+                                  drawn.config, drawn.dims, case.dtype, repro, extra, outcome)
         self.record.update({"config": drawn.config, "dims": drawn.dims, "dtype": case.dtype,
                             "errors": {k: e.to_json() for k, e in (errors or {}).items()},
                             "message": message, "repro": repro})
         if errors:
             self.record["worst_ratio"] = max(e.ratio for e in errors.values())
-        raise AssertionError(message)
+        raise ConformanceFailure(message)
 
     # -- after the search ----------------------------------------------
     def finish(self) -> None:

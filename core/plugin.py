@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 import convlstm_conformance.suite as _suite
-from convlstm_conformance import profiles, registry
+from convlstm_conformance import profiles, registry, terminal
 from convlstm_conformance.model import Adapter
 from convlstm_conformance.recorder import Recorder
 from convlstm_conformance.spec import DEFAULT_SPEC, load_cached
@@ -310,6 +310,7 @@ def pytest_runtest_makereport(item, call):
     if not _active(item.config):
         return
     report = outcome.get_result()
+    terminal.concise(report, call.excinfo, item.config)
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
         rec = dict(getattr(item, "_convlstm_record", {}) or {})
         params = getattr(getattr(item, "callspec", None), "params", {})

@@ -282,10 +282,41 @@ class TensorError:
     budget: float           # the budget at the worst element
     ratio: float            # max over elements of |error| / budget
     index: tuple = ()
+    expected: float = 0.0   # the oracle's value at the worst element
+    got: float = 0.0        # the implementation's value there
 
     def to_json(self) -> dict:
         return {"max_abs": self.max_abs, "budget": self.budget, "ratio": self.ratio,
                 "index": list(self.index)}
+
+    @property
+    def exact(self) -> bool:
+        """Whether the worst element allows no error: a budget of zero, or an
+        expected zero whose budget is only underflow slack (below the
+        smallest normal float32), where error/budget would read as an
+        astronomically large ratio rather than as what it is."""
+        return self.budget == 0 or (self.expected == 0 and self.budget < EXACT_BUDGET)
+
+    def describe(self) -> str:
+        """One line: the error against its budget, or, where no error is
+        allowed, the value expected exactly and the value returned."""
+        at = f" at {self.index}" if self.index else ""
+        if self.exact and self.ratio > 1:
+            slack = f" (its budget {self.budget:.3g} is underflow slack)" if self.budget else ""
+            return (f"{self.name}: expected exactly {_exact(self.expected)}, got "
+                    f"{_exact(self.got)}{at}{slack} [FAIL]")
+        flag = "FAIL" if self.ratio > 1 else "ok"
+        return (f"{self.name}: max |error| {self.max_abs:.3g}, budget {self.budget:.3g}{at}, "
+                f"error/budget {self.ratio:.3g} [{flag}]")
+
+
+#: Budgets below this at an expected zero are underflow slack: "exactly 0".
+EXACT_BUDGET = float(np.finfo(np.float32).tiny)
+
+
+def _exact(value: float) -> str:
+    """A value as it is (the shortest text that reads back the same), 0 as 0."""
+    return "0" if value == 0 else repr(value)
 
 
 @dataclass
@@ -307,12 +338,7 @@ class Verdict:
     def describe(self) -> str:
         if self.unjudged:
             return f"not judged: {self.unjudged}"
-        lines = list(self.problems)
-        for e in self.errors.values():
-            flag = "FAIL" if e.ratio > 1 else "ok"
-            lines.append(f"{e.name}: max |error| {e.max_abs:.3g}, budget {e.budget:.3g} at "
-                         f"{e.index}, error/budget {e.ratio:.3g} [{flag}]")
-        return "\n".join(lines)
+        return "\n".join(list(self.problems) + [e.describe() for e in self.errors.values()])
 
 
 def compare_tensor(name: str, got: np.ndarray, want: np.ndarray,
@@ -340,7 +366,8 @@ def compare_tensor(name: str, got: np.ndarray, want: np.ndarray,
         return TensorError(name, 0.0, 0.0, 0.0)
     flat = int(np.argmax(ratio))
     idx = tuple(int(v) for v in np.unravel_index(flat, ratio.shape))
-    return TensorError(name, float(err.max()), float(budget[idx]), float(ratio[idx]), idx)
+    return TensorError(name, float(err.max()), float(budget[idx]), float(ratio[idx]), idx,
+                       expected=float(want[idx]), got=float(got[idx]))
 
 
 def judge(case: Case, outcome: Outcome, oracle_result: "oracle.Result | None" = None,
