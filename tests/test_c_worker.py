@@ -70,3 +70,19 @@ def test_suite_catches_a_bug_planted_in_the_c_worker(worker, tmp_path):
     assert run.returncode == 1, run.stdout[-4000:]
     failed = {r["clause"] for r in records(tmp_path) if r["outcome"] == "failed"}
     assert {"SEM-STEP", "SEM-MASK"} <= failed, run.stdout[-4000:]
+
+
+def test_c_worker_is_certified_at_the_core_level(worker, tmp_path):
+    """`convlstm-conformance certify`, as an author runs it: the core level is
+    met; standard is not, for the gradients the worker does not compute."""
+    run = subprocess.run([sys.executable, "-m", "convlstm_conformance", "certify",
+                          "--adapter-command", f"c-convlstm={worker}", "--profile", "quick",
+                          "--require-level", "core", "--results-dir", str(tmp_path), "-n", "1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    cert = json.loads((tmp_path / "certificate.json").read_text())
+    assert cert["level"] == "core", cert["level"]
+    levels = {lv["id"]: lv for lv in cert["levels"]}
+    assert levels["core"]["met"] and not levels["core"]["unmet"]
+    assert levels["standard"]["missing_features"] == ["gradients"], levels["standard"]
+    assert not cert["failures"], cert["failures"]
