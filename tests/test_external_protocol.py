@@ -63,3 +63,20 @@ def test_external_implementation_refuses_what_it_does_not_claim(tmp_path):
     outcomes = {json.loads(line)["clause"]: json.loads(line)["outcome"]
                 for p in tmp_path.glob("results-*.jsonl") for line in p.read_text().splitlines()}
     assert outcomes["CAPABILITY-CLAIMS"] == "passed", outcomes
+
+
+def test_computing_unclaimed_features_wrongly_fails_capability_claims(tmp_path):
+    """The same implementation without its refusals (as it was): relu, float64
+    and masks computed wrongly fail CAPABILITY-CLAIMS, and the record says so
+    rather than only that some unclaimed features happen to work."""
+    run = subprocess.run([sys.executable, "-m", "pytest", "conformance/test_capabilities.py",
+                          "-q", "-p", "no:cacheprovider", "--profile", "ci", "--adapters", "",
+                          "--no-report", "--results-dir", str(tmp_path), "--adapter-command",
+                          f"external={sys.executable} {IMPL} --no-refusals"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 1, run.stdout[-3000:]
+    record = [json.loads(line) for p in tmp_path.glob("results-*.jsonl")
+              for line in p.read_text().splitlines()][0]
+    assert record["outcome"] == "failed", record
+    assert "outside its claims it must refuse" in record["message"], record["message"][:500]
+    assert "activation=relu" in run.stdout, run.stdout[-3000:]
