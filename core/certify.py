@@ -274,6 +274,8 @@ def build(results_dir: Path, spec: Spec, waivers: list[Expectation], profile: Pr
     for cid in order:
         rs = by_clause.get(cid, [])
         verdict, why = clause_verdict(rs, waived)
+        if cid == CAPABILITY_CLAUSE and verdict == "not claimed":
+            verdict = "not judged"      # it claims every probed feature: nothing to refuse
         kind, title = titles.get(cid, ("?", "not a clause of this spec"))
         clauses.append({"id": cid, "kind": kind, "title": title, "verdict": verdict,
                         "why": why, "examples": sum(r.get("examples") or 0 for r in rs),

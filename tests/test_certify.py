@@ -55,6 +55,8 @@ def test_a_correct_implementation_gets_the_core_level(tmp_path):
         assert next(c for c in cert["clauses"] if c["id"] == cid)["examples"] > 0
     # Restricted to the level: the rest is said to be not judged, never met.
     assert verdicts(cert)["SEM-MASK"] == "not judged"
+    # It declares less than every probed feature: its refusals were judged.
+    assert verdicts(cert)["CAPABILITY-CLAIMS"] == "met"
     assert not level(cert, "standard")["met"]
     assert cert["spec"]["sha256"] == spec.sha256 and cert["spec"]["version"] == 1
     assert cert["implementation"]["capabilities"]["padding"] == ["same", "valid"]
