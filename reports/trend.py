@@ -65,8 +65,8 @@ def build(db, adapter: str, releases: list[str] | None = None) -> Trend:
     """The trend of ``adapter`` over ``releases`` (labels or run ids, in that
     order); by default every labelled run that declared the adapter, by label."""
     snaps = history.series(db, releases)
-    snaps = [s for s in snaps if adapter in s.adapter_status or
-             any(a == adapter for _, a in s.cells)]
+    # A run that did not run the adapter (declared it, but no result) is no release of it.
+    snaps = [s for s in snaps if any(a == adapter for _, a in s.cells)]
     if not snaps:
         raise history.HistoryError(f"no run in the series has the adapter {adapter!r}")
     names = [s.name for s in snaps]
@@ -95,6 +95,8 @@ def _changes(d: history.Diff, adapter: str, prev: str, cur: str) -> list[Change]
                         ("verdict", d.other_changes), ("message", d.message_changes)):
         for c in items:
             if c.adapter == adapter and c.before is not None:
+                if kind == "newly passing" and c.after != "passed":
+                    kind = "no longer failing"     # e.g. now an expected failure
                 out.append(Change(c.clause, cur, prev, kind, c.before, c.after))
     for c in d.added:
         if c.adapter == adapter and c.after in BAD:
@@ -107,7 +109,7 @@ def _changes(d: history.Diff, adapter: str, prev: str, cur: str) -> list[Change]
     for c in d.drift:
         if c.adapter == adapter:
             out.append(Change(c.clause, cur, prev, "drift", _ratio(c.before), _ratio(c.after)))
-    order = {"newly failing": 0, "newly passing": 1, "verdict": 2, "message": 3, "drift": 4,
+    order = {"newly failing": 0, "newly passing": 1, "no longer failing": 1, "verdict": 2, "message": 3, "drift": 4,
              "appeared": 5, "disappeared": 6}
     return sorted(out, key=lambda c: (c.clause, order[c.kind]))
 

@@ -195,7 +195,8 @@ def summary_table(summary: dict) -> str:
         versions = r.get("versions") or {}
         releases = ", ".join(f"{k} {versions.get(k, v)}" for k, v in
                              (pin.split("==") for pin in r["pins"]) if k != "jaxlib")
-        status = _adapter_status(Path(r["results"])) if r.get("runs") else r.get("reason", "")
+        status = (_adapter_status(Path(r["results"]), r.get("adapters"))
+                  if r.get("runs") else r.get("reason", ""))
         rows.append("| " + " | ".join(str(x) for x in (
             label, releases, "yes" if r.get("installs") else "no: " + r.get("reason", "")[-200:],
             r.get("cold_s", "-"), r.get("warm_s", "-"), r.get("cache_growth_mib", "-"),
@@ -204,14 +205,14 @@ def summary_table(summary: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
-def _adapter_status(results: Path) -> str:
+def _adapter_status(results: Path, selected: list[str] | None) -> str:
     try:
         adapters = json.loads((results / "run.json").read_text())["adapters"]
     except (OSError, ValueError, KeyError):
         return "no run.json"
     return "; ".join(f"{name} {a.get('status')}" + (f" ({a.get('detail')[:120]})"
                                                     if a.get("status") != "available" else "")
-                     for name, a in adapters.items())
+                     for name, a in adapters.items() if selected is None or name in selected)
 
 
 def main(argv: list[str] | None = None) -> int:
