@@ -20,7 +20,8 @@ TEMPLATE_DIR = Path(__file__).parent / "templates"
 def render(certificate: dict) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), autoescape=True,
                              undefined=jinja2.StrictUndefined)
-    return env.get_template("certificate.html.j2").render(c=certificate)
+    levels = [dict(lv, reasons=level_reasons(lv, listed=20)) for lv in certificate["levels"]]
+    return env.get_template("certificate.html.j2").render(c=dict(certificate, levels=levels))
 
 
 def build(certificate: dict, out: Path) -> Path:
