@@ -211,3 +211,25 @@ def test_trend_cli_writes_text_and_html(tmp_path, capsys):
     assert "<h1>Trend of torch-ref across 5 releases</h1>" in out.read_text()
     assert main(["history", "trend", "--db", str(db), "--adapter", "nope"]) == 2
     assert "no run in the series has the adapter 'nope'" in capsys.readouterr().err
+
+
+def test_a_run_without_the_adapter_is_no_release_of_it(tmp_path):
+    # 2023-12 ran other implementations only: the adapter's trend starts after it.
+    db = store(tmp_path, ("2024-01", {"SHAPE-SAME": "passed"}, {}),
+               ("2024-06", {"SHAPE-SAME": "passed"}, {}))
+    other = make_run("run-other", "2023-12-01T00:00:00+00:00", clauses=[
+        {"id": c, "kind": "k", "title": c} for c in CLAUSES], suite_version="0.2.0")
+    other["spec"]["sha256"] = "ab" * 32
+    history.add(write_results(tmp_path / "other", other,
+                              [rec("SHAPE-SAME", "numpy-oracle", "passed", run_id="run-other")]),
+                db, label="2023-12")
+    t = trend.build(db, ADAPTER)
+    assert [c.release for c in t.columns] == ["2024-01", "2024-06"]
+    assert t.changes == [], "no clause 'appeared' for an adapter that simply was not run"
+
+
+def test_failed_to_expected_failure_is_no_longer_failing_not_passing(tmp_path):
+    db = store(tmp_path, ("a", {"SHAPE-SAME": ("failed", 3.0, "diverges")}, {}),
+               ("b", {"SHAPE-SAME": ("xfailed", None, "known")}, {}))
+    assert [(c.kind, c.before, c.after) for c in trend.build(db, ADAPTER).changes] == [
+        ("no longer failing", "failed", "xfailed")]
