@@ -1,8 +1,9 @@
-/* The forward pass, compiled once for float32 and once for float64. */
+/* The forward and backward passes, compiled once for float32 and once for float64. */
 #include "convlstm.h"
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define REAL float
 #define NAME(x) x##_f32
@@ -20,6 +21,6 @@
 #define TANH tanh
 #include "convlstm_impl.h"
 
-int convlstm_forward(const Problem *p, int single, double *seq, double *h, double *c) {
-    return single ? forward_f32(p, seq, h, c) : forward_f64(p, seq, h, c);
+int convlstm_forward(const Problem *p, int single, double *seq, double *h, double *c, Grads *grads) {
+    return single ? forward_f32(p, seq, h, c, grads) : forward_f64(p, seq, h, c, grads);
 }

@@ -20,11 +20,21 @@ typedef struct {
     const double *kernel, *recurrent_kernel, *bias;   /* bias NULL: no bias */
     const double *h0, *c0;        /* (B, Ho, Wo, F) each, or NULL: zeros */
     const unsigned char *mask;    /* (B, T), or NULL */
+    int return_sequences;
+    const double *cotangent;      /* shaped like the output, channels_last; NULL: no gradients */
 } Problem;
 
+/* Gradients of sum(output * cotangent), channels_last, canonical weight layouts. */
+typedef struct {
+    double *inputs;               /* (B, T, H, W, C) */
+    double *kernel, *recurrent_kernel, *bias;
+    double *initial_h, *initial_c;   /* (B, Ho, Wo, F): of the initial state (zeros or given) */
+} Grads;
+
 /* Run the layer; `seq` gets (B, T, Ho, Wo, F) outputs in processing order,
- * `h` and `c` the final state (B, Ho, Wo, F); results as doubles.
- * `single` selects float32 arithmetic.  0 on success, -1 out of memory. */
-int convlstm_forward(const Problem *p, int single, double *seq, double *h, double *c);
+ * `h` and `c` the final state (B, Ho, Wo, F); results as doubles.  With
+ * `grads` (and p->cotangent), the gradients too.  `single` selects float32
+ * arithmetic.  0 on success, -1 out of memory. */
+int convlstm_forward(const Problem *p, int single, double *seq, double *h, double *c, Grads *grads);
 
 #endif

@@ -4,8 +4,8 @@
  * Requests arrive on stdin, one JSON object per line; answers go to stdout,
  * one per line; diagnostics go to stderr.  A "run" request names a case file
  * (.npz) to read and a result file (.npz) to write.  The worker computes the
- * float32 and float64 forward pass and claims exactly what it implements
- * (CAPABILITIES below); every other case is refused with the reason.
+ * float32 and float64 forward pass and its gradients, claims exactly what it
+ * implements (CAPABILITIES below) and refuses every other case, saying why.
  *
  * Build: make (or cc -O2 -std=c11 -o convlstm-worker *.c -lm).
  * `--wrong-forget-bias` adds 0.01 to the forget-gate bias: a planted bug for
@@ -35,7 +35,7 @@ static const char CAPABILITIES[] =
     " \"strides\": true, \"dilation\": true, \"no_bias\": true, \"non_square\": true,"
     " \"return_state\": true, \"return_sequences\": true, \"go_backwards\": true, \"mask\": true,"
     " \"initial_state\": true, \"masking_layer\": true, \"stateful\": false, \"dropout\": false,"
-    " \"dropout_injection\": false, \"gradients\": false, \"argument_validation\": false,"
+    " \"dropout_injection\": false, \"gradients\": true, \"argument_validation\": false,"
     " \"serialization\": false, \"mixed_precision\": false, \"symbolic_shapes\": false}";
 
 static const char *ACTIVATION_NAMES[] = {"tanh", "sigmoid", "hard_sigmoid", "relu", "linear"};
@@ -54,7 +54,21 @@ typedef struct {
     int ndim[3];
     size_t shape[3][5];
     const char *dtype;
+    int n_grads;                 /* gradients, written as grad_<name> */
+    const char *grad_names[6];
+    double *grads[6];
+    int grad_ndim[6];
+    size_t grad_shape[6][5];
 } Result;
+
+/* Hand a gradient to the result, of `ndim` dimensions `shape`. */
+static void add_grad(Result *r, const char *name, double *data, int ndim, const size_t *shape) {
+    r->grad_names[r->n_grads] = name;
+    r->grads[r->n_grads] = data;
+    r->grad_ndim[r->n_grads] = ndim;
+    memcpy(r->grad_shape[r->n_grads], shape, (size_t)ndim * sizeof *shape);
+    r->n_grads++;
+}
 
 static int refuse(Result *r, const char *fmt, ...) {
     va_list ap;
@@ -190,7 +204,6 @@ static int run_case(const JValue *meta, const Npz *npz, Result *r) {
     if (roundtrip && roundtrip->type == J_STR && roundtrip->string[0])
         return refuse(r, "outside capabilities: serialization");
     if (unknown && unknown->n) return refuse(r, "outside capabilities: symbolic_shapes");
-    if (npz_get(npz, "cotangent")) return refuse(r, "outside capabilities: gradients");
     if (npz_get(npz, "dropout_mask") || npz_get(npz, "recurrent_dropout_mask"))
         return refuse(r, "outside capabilities: dropout_injection");
     if (get_flag(meta, "training", 0) && (get_number(cfg, "dropout") > 0 || get_number(cfg, "recurrent_dropout") > 0))
@@ -261,6 +274,25 @@ static int run_case(const JValue *meta, const Npz *npz, Result *r) {
         return raise_value_error(r, "call", "initial_state does not have the state's shape");
     if (mask && (mask->type != NPY_B1 || mask->shape[0] != p.B || mask->shape[1] != p.T))
         return raise_value_error(r, "call", "mask must be a boolean (batch, timesteps) array");
+    int sequences = get_flag(cfg, "return_sequences", 0), with_state = get_flag(cfg, "return_state", 0);
+    const NpyArray *cot = array(npz, "cotangent", sequences ? 5 : 4, r);
+    if (r->status) return -1;
+    if (cot && cot->count != (sequences ? p.T : 1) * state)
+        return raise_value_error(r, "call", "cotangent does not have the output's shape");
+    p.return_sequences = sequences;
+    size_t frame_in = p.H * p.W * p.C, nk = p.kh * p.kw * p.C * G, nu = p.kh * p.kw * p.F * G;
+    Grads grads = {0};
+    if (cot) {
+        grads.inputs = malloc(p.B * p.T * frame_in * sizeof(double));
+        grads.kernel = malloc(nk * sizeof(double));
+        grads.recurrent_kernel = malloc(nu * sizeof(double));
+        grads.bias = malloc(G * sizeof(double));
+        grads.initial_h = malloc(state * sizeof(double));
+        grads.initial_c = malloc(state * sizeof(double));
+    }
+    double *cotl = cot ? to_last(cot, cf) : NULL;
+    int grads_ok = !cot || (cotl && grads.inputs && grads.kernel && grads.recurrent_kernel
+                            && grads.bias && grads.initial_h && grads.initial_c);
 
     double *x = to_last(inputs, cf), *h0l = h0 ? to_last(h0, cf) : NULL, *c0l = c0 ? to_last(c0, cf) : NULL;
     double *kernel = to_last(K, 0), *rec = to_last(U, 0), *b = use_bias ? to_last(bias, 0) : NULL;
@@ -268,7 +300,7 @@ static int run_case(const JValue *meta, const Npz *npz, Result *r) {
     double *seq = malloc(p.B * p.T * state / p.B * sizeof *seq), *h = malloc(state * sizeof *h),
            *c = malloc(state * sizeof *c);
     int status = -1;
-    if (x && kernel && rec && m && seq && h && c && (!h0 || (h0l && c0l)) && (!use_bias || b)) {
+    if (x && kernel && rec && m && seq && h && c && (!h0 || (h0l && c0l)) && (!use_bias || b) && grads_ok) {
         for (size_t i = 0; mask && i < p.B * p.T; i++) m[i] = mask->data[i] != 0;
         if (masking && masking->type == J_NUM) {
             /* An upstream Masking layer skips a step whose every value equals mask_value. */
@@ -283,14 +315,33 @@ static int run_case(const JValue *meta, const Npz *npz, Result *r) {
         p.x = x; p.kernel = kernel; p.recurrent_kernel = rec; p.bias = b;
         p.h0 = h0l; p.c0 = c0l;
         p.mask = (mask || (masking && masking->type == J_NUM)) ? m : NULL;
-        status = convlstm_forward(&p, strcmp(r->dtype, "float32") == 0, seq, h, c);
+        p.cotangent = cotl;
+        status = convlstm_forward(&p, strcmp(r->dtype, "float32") == 0, seq, h, c, cot ? &grads : NULL);
     }
-    free(x); free(h0l); free(c0l); free(kernel); free(rec); free(b); free(m);
+    free(x); free(h0l); free(c0l); free(kernel); free(rec); free(b); free(m); free(cotl);
+    if (!status && cot) {
+        /* Gradients in the case's layout; the weights' in the canonical one. */
+        size_t in_shape[5] = {p.B, p.T, cf ? p.C : p.H, cf ? p.H : p.W, cf ? p.W : p.C};
+        size_t st_shape[4] = {p.B, cf ? p.F : p.Ho, cf ? p.Ho : p.Wo, cf ? p.Wo : p.F};
+        size_t k_shape[4] = {p.kh, p.kw, p.C, G}, u_shape[4] = {p.kh, p.kw, p.F, G};
+        if (cf) to_first(grads.inputs, p.B * p.T, p.H, p.W, p.C);
+        add_grad(r, "inputs", grads.inputs, 5, in_shape);
+        add_grad(r, "kernel", grads.kernel, 4, k_shape);
+        add_grad(r, "recurrent_kernel", grads.recurrent_kernel, 4, u_shape);
+        if (use_bias) add_grad(r, "bias", grads.bias, 1, &G); else free(grads.bias);
+        if (h0) {
+            if (cf) { to_first(grads.initial_h, p.B, p.Ho, p.Wo, p.F); to_first(grads.initial_c, p.B, p.Ho, p.Wo, p.F); }
+            add_grad(r, "initial_h", grads.initial_h, 4, st_shape);
+            add_grad(r, "initial_c", grads.initial_c, 4, st_shape);
+        } else { free(grads.initial_h); free(grads.initial_c); }
+    } else {
+        free(grads.inputs); free(grads.kernel); free(grads.recurrent_kernel); free(grads.bias);
+        free(grads.initial_h); free(grads.initial_c);
+    }
     if (status) {
         free(seq); free(h); free(c);
         return raise_value_error(r, "call", "out of memory");
     }
-    int sequences = get_flag(cfg, "return_sequences", 0), with_state = get_flag(cfg, "return_state", 0);
     size_t frame = p.Ho * p.Wo * p.F;
     if (sequences) {
         if (cf) to_first(seq, p.B * p.T, p.Ho, p.Wo, p.F);
@@ -349,6 +400,11 @@ static int write_result(const char *path, const Result *r, double seconds) {
         char name[8];
         snprintf(name, sizeof name, "out%d", i);
         failed = npz_add_f8(w, name, r->outputs[i], r->ndim[i], r->shape[i]) != 0;
+    }
+    for (int i = 0; w && !failed && i < r->n_grads; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "grad_%s", r->grad_names[i]);
+        failed = npz_add_f8(w, name, r->grads[i], r->grad_ndim[i], r->grad_shape[i]) != 0;
     }
     if (w && npz_close(w)) failed = 1;
     free(meta);
@@ -409,6 +465,7 @@ static void serve_run(const JValue *msg, const JValue *id) {
     if (write_result(result_path->string, &r, seconds)) answer_error(id, "cannot write the result file");
     else answer(id, 1, NULL);
     for (int i = 0; i < 3; i++) free(r.outputs[i]);
+    for (int i = 0; i < r.n_grads; i++) free(r.grads[i]);
     json_free(meta);
     npz_free(&npz);
 }
