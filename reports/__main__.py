@@ -70,7 +70,8 @@ def _history_diff(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(d.to_dict(), indent=2))
         return 0
-    print(f"{d.run_a} -> {d.run_b}")
+    print(" -> ".join(f"{run} ({label})" if label else run
+                      for run, label in ((d.run_a, d.label_a), (d.run_b, d.label_b))))
     if d.scope:
         print(f"note: {d.scope}")
     if d.empty:

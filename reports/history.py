@@ -145,6 +145,8 @@ class VersionChange:
 class Diff:
     run_a: str
     run_b: str
+    label_a: str | None = None
+    label_b: str | None = None
     newly_failing: list[PairChange] = field(default_factory=list)
     newly_fixed: list[PairChange] = field(default_factory=list)
     other_changes: list[PairChange] = field(default_factory=list)
@@ -317,7 +319,7 @@ def drifted(before: float | None, after: float | None) -> bool:
 
 
 def compare(a: Snapshot, b: Snapshot) -> Diff:
-    d = Diff(a.run_id, b.run_id)
+    d = Diff(a.run_id, b.run_id, a.label, b.label)
     clauses_a, clauses_b = a.clause_ids(), b.clause_ids()
     d.only_a, d.only_b = sorted(clauses_a - clauses_b), sorted(clauses_b - clauses_a)
     if (a.suite_version, a.spec_sha256) != (b.suite_version, b.spec_sha256):

@@ -76,6 +76,7 @@ def test_the_cli_diff_prints_the_scope(tmp_path, capsys):
                ("b", {"SHAPE-SAME": "passed"}, {"suite": "0.3.0"}))
     assert main(["history", "diff", "a", "b", "--db", str(db)]) == 0
     out = capsys.readouterr().out
+    assert out.startswith("run-a (a) -> run-b (b)\n"), "the releases are named"
     assert "note: suite 0.2.0 -> 0.3.0" in out and "compared on the 3 clauses both have" in out
 
 
