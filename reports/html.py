@@ -16,7 +16,7 @@ from typing import Any
 
 import jinja2
 
-from . import history
+from . import history, summary
 from .plot import strip_plot
 from .records import OUTCOMES, REPORTED, Cell, Record, Results, load, ratio_key
 
@@ -38,6 +38,9 @@ class Failure:
     config: str | None
     errors: list[tuple[str, Any, Any, Any, bool]]
     message: str
+    finding: str = ""                 # anchor of the finding it belongs to
+    snippet: str | None = None        # standalone script showing it (adapters/snippets.py)
+    snippet_note: str = ""            # why there is none
 
 
 @dataclass
@@ -85,7 +88,9 @@ def render(results: Results, changes: Changes | None = None) -> str:
 
 
 def context(results: Results, changes: Changes | None = None) -> dict[str, Any]:
-    failures = _failures(results)
+    full, results = results, summary.in_run(results)
+    found = summary.findings(results)
+    failures = _failures(results, found)
     anchors = {id(f.record): f.anchor for f in failures}
     matrix = results.matrix()
     totals = results.totals()
@@ -118,7 +123,13 @@ def context(results: Results, changes: Changes | None = None) -> dict[str, Any]:
             cell_views, key=lambda k: (clause_ids.index(k[0]), adapter_names.index(k[1])))],
         "plot": strip_plot(results, anchors),
         "failures": failures,
-        "xfails": _grouped(results, "xfailed", by_clause=True),
+        "lines": summary.implementation_lines(results, found),
+        "findings": [f for f in found if f.kind == "failure"],
+        "finding_links": {f.anchor: [(r.clause, anchors.get(id(r))) for r in f.records]
+                          for f in found},
+        "known": [f for f in found if f.kind == "expected"],
+        "left_out": summary.left_out(full, results),
+        "spec_clauses": sum(1 for c in results.clauses if c.in_spec),
         "skips": _grouped(results, "skipped", by_clause=False),
         "changes": changes,
         "environment": _environment(results),
@@ -127,7 +138,7 @@ def context(results: Results, changes: Changes | None = None) -> dict[str, Any]:
 
 # -- view helpers ------------------------------------------------------------
 
-def _failures(results: Results) -> list[Failure]:
+def _failures(results: Results, found: list[summary.Finding]) -> list[Failure]:
     order = {o: i for i, o in enumerate(OUTCOMES)}
     clause_pos = {c.id: i for i, c in enumerate(results.clauses)}
     picked = sorted((r for r in results.records if r.outcome in REPORTED),
@@ -137,7 +148,13 @@ def _failures(results: Results) -> list[Failure]:
     for n, r in enumerate(picked, 1):
         errors = [(name, m.max_abs, m.budget, m.ratio, not (m.ratio is not None and m.ratio <= 1))
                   for name, m in r.errors.items()]
-        out.append(Failure(f"f{n}", r, pretty_json(r.config), errors, _truncate(r.message)))
+        f = Failure(f"f{n}", r, pretty_json(r.config), errors, _truncate(r.message),
+                    finding=next((g.anchor for g in found if any(x is r for x in g.records)), ""))
+        if n <= summary.MAX_SNIPPETS:
+            f.snippet, f.snippet_note = summary.snippet(results.directory, r)
+        else:
+            f.snippet_note = f"snippets are written for the first {summary.MAX_SNIPPETS} failures"
+        out.append(f)
     return out
 
 

@@ -90,6 +90,7 @@ class AdapterInfo:
     versions: dict[str, str] = field(default_factory=dict)
     capabilities: dict[str, Any] = field(default_factory=dict)
     declared: bool = True  # False: seen in records only, absent from run.json
+    selected_as: list[str] = field(default_factory=list)  # command-line keys naming it
 
 
 @dataclass
@@ -105,6 +106,7 @@ class RunInfo:
     suite_version: str = ""
     found: bool = True  # False when run.json was missing or unreadable
     partial: str | None = None   # why the run did not run every test
+    selected: list[str] = field(default_factory=list)   # adapter keys the run selected
 
 
 @dataclass
@@ -249,7 +251,7 @@ def _parse_run(raw: dict, warnings: list[str]) -> RunInfo:
         profile=text("profile") or "", command=text("command") or "",
         environment=env if isinstance(env, dict) else {},
         spec_path=_as_str(spec.get("path")), spec_sha256=_as_str(spec.get("sha256")),
-        suite_version=text("suite_version") or "")
+        suite_version=text("suite_version") or "", selected=_strings(raw.get("selected")))
 
 
 def _parse_clauses(raw: dict, warnings: list[str]) -> list[Clause]:
@@ -287,7 +289,7 @@ def _parse_adapters(raw: dict, warnings: list[str]) -> list[AdapterInfo]:
             name=name, status=_as_str(info.get("status")) or "unknown",
             detail=_as_str(info.get("detail")),
             versions={str(k): _as_str(v) for k, v in versions.items()},
-            capabilities=dict(caps)))
+            capabilities=dict(caps), selected_as=_strings(info.get("selected_as"))))
     return adapters
 
 
@@ -430,6 +432,13 @@ def _add_undeclared(records: list[Record], clauses: list[Clause],
     known_adapters = {a.name for a in adapters}
     extra = sorted({r.adapter for r in records} - known_adapters)
     adapters.extend(AdapterInfo(name, declared=False) for name in extra)
+
+
+def _strings(value: Any) -> list[str]:
+    """A list of strings, or [] for anything else (run.json is untrusted)."""
+    if not isinstance(value, list):
+        return []
+    return [v for v in value if isinstance(v, str)]
 
 
 def _num(value: Any) -> float | None:

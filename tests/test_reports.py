@@ -232,7 +232,7 @@ def test_unfinished_run_is_flagged(tmp_path):
 
 def test_report_lists_failures_with_config_errors_and_repro(standard):
     html = render(records.load(standard))
-    failures = html[html.index('id="failures"'):html.index('id="xfails"')]
+    failures = html[html.index('id="failures"'):html.index('id="skips"')]
     assert failures.count('class="failure') == 2  # the failure and the xpass
     assert "python -m convlstm_conformance repro --case abc" in failures
     assert '{\n  &#34;filters&#34;: 2,\n  &#34;kernel_size&#34;: [3, 3],' in failures  # escaped JSON
