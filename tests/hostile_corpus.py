@@ -649,8 +649,9 @@ def _good_db(tmp: Path) -> Path:
 def _edited_db(tmp: Path, *sql: str) -> Path:
     db = _good_db(tmp)
     with sqlite3.connect(db) as conn:
-        conn.execute("INSERT INTO runs VALUES ('r1', NULL, NULL, NULL, '', '', '{}', '{}', '', "
-                     "'now', 1)")
+        conn.execute("INSERT INTO runs (run_id, started, started_utc, finished, profile, "
+                     "command, environment, totals, source, added_at, seq) VALUES ('r1', NULL, "
+                     "NULL, NULL, '', '', '{}', '{}', '', 'now', 1)")
         conn.execute("INSERT INTO adapters VALUES ('r1', 'a', 'ok', '{}')")
         for statement in sql:
             conn.execute(statement)
@@ -675,6 +676,10 @@ _history("totals-deep-json", r"run r1: totals is not JSON")(
     lambda tmp: _edited_db(tmp, "UPDATE runs SET totals = '" + "[" * 100_000 + "'"))
 _history("totals-not-object", r"run r1: totals is not a JSON object")(
     lambda tmp: _edited_db(tmp, "UPDATE runs SET totals = '[1]'"))
+_history("clauses-not-json", r"run r1: clauses is not JSON")(
+    lambda tmp: _edited_db(tmp, "UPDATE runs SET clauses = '[oops'"))
+_history("clauses-not-ids", r"run r1: clauses is not a list of clause ids")(
+    lambda tmp: _edited_db(tmp, "UPDATE runs SET clauses = '[1, {}]'"))
 _history("table-dropped", r"no such table: adapters")(
     lambda tmp: _edited_db(tmp, "DROP TABLE adapters"))
 _history("directory", r"not a usable history database")(lambda tmp: _dir(tmp))

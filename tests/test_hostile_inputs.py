@@ -49,6 +49,7 @@ def _read(entry: Hostile, target) -> str | None:
             parse_request(target)
         elif kind == "history":
             history.runs(target)
+            history.series(target)      # every run's cells, versions and clauses
         elif kind == "records":
             records.load(target)
         else:
