@@ -6,7 +6,7 @@
 A campaign is a sequence of rounds; a round runs one **shard** per selected
 implementation: the suite (``--profile nightly``) on that implementation
 alone, in its own pytest process, with its own Hypothesis seed
-(``--hypothesis-seed``, derived from the campaign's seed, the round and the
+(``CONVLSTM_HYPOTHESIS_SEED``, core/profiles.py; derived from the campaign's seed, the round and the
 implementation, so a campaign is reproducible shard by shard) and its own
 results directory, ``DIR/shards/<round>-<implementation>/`` (the records of
 docs/records.md).  Every shard shares one Hypothesis example database: a
@@ -105,7 +105,8 @@ def shards_of_round(plan: Plan, round_: int) -> list[Shard]:
 def clause_filter(clauses: Iterable[str]) -> str:
     """A pytest -k expression selecting the tests of these clauses (test ids
     end in ``-CLAUSE-ID]``, so SEM-STEP does not select SEM-STEP-OTHER)."""
-    return " or ".join(f"-{c}]" for c in clauses)
+    # Parenthesized: an argument starting with '-' would read as an option.
+    return " or ".join(f"(-{c}])" for c in clauses)
 
 
 def shard_command(plan: Plan, shard: Shard, results: Path) -> list[str]:
@@ -116,7 +117,7 @@ def shard_command(plan: Plan, shard: Shard, results: Path) -> list[str]:
         targets = [str(SUITE_DIR)]
     cmd = [sys.executable, "-m", "pytest", *targets, "--profile", PROFILE,
            "--results-dir", str(results), "--size", plan.size, "--no-report",
-           f"--hypothesis-seed={shard.seed}", "-p", "no:cacheprovider", "-q", "-rN",
+           "-p", "no:cacheprovider", "-q", "-rN",
            "-p", "no:xdist"]
     if shard.adapter.startswith("object:"):
         cmd += ["--adapters", "", "--adapter-object", shard.adapter[len("object:"):]]
@@ -127,8 +128,9 @@ def shard_command(plan: Plan, shard: Shard, results: Path) -> list[str]:
     return cmd + list(plan.pytest_args)
 
 
-def shard_env(plan: Plan, campaign_dir: Path) -> dict[str, str]:
-    env = dict(os.environ, CONVLSTM_EXAMPLES=str(plan.examples))
+def shard_env(plan: Plan, campaign_dir: Path, shard: Shard) -> dict[str, str]:
+    env = dict(os.environ, CONVLSTM_EXAMPLES=str(plan.examples),
+               CONVLSTM_HYPOTHESIS_SEED=str(shard.seed))
     env.pop("CONVLSTM_PROFILE", None)
     if plan.redis:
         env["CONVLSTM_HYPOTHESIS_REDIS"] = plan.redis
@@ -159,7 +161,7 @@ def run_shard(plan: Plan, shard: Shard, campaign_dir: Path, timeout: float | Non
     start = time.monotonic()
     with open(log, "wb") as out:
         proc = subprocess.Popen(shard_command(plan, shard, results), stdout=out,
-                                stderr=subprocess.STDOUT, env=shard_env(plan, campaign_dir),
+                                stderr=subprocess.STDOUT, env=shard_env(plan, campaign_dir, shard),
                                 cwd=cwd, start_new_session=True)
         try:
             code: int | None = proc.wait(timeout=timeout)

@@ -7,7 +7,8 @@
   an example database (``CONVLSTM_HYPOTHESIS_REDIS=redis://host:port/db``,
   or a folder: ``CONVLSTM_HYPOTHESIS_DIR``, as ``convlstm-conformance campaign`` uses).
 
-``CONVLSTM_EXAMPLES`` overrides max_examples of whichever profile is loaded.
+``CONVLSTM_EXAMPLES`` overrides max_examples of whichever profile is loaded;
+``CONVLSTM_HYPOTHESIS_SEED`` seeds the random draws (core/campaign.py's shards).
 """
 from __future__ import annotations
 
@@ -52,8 +53,21 @@ def register() -> None:
     settings.register_profile("nightly", max_examples=1000, **extra, **_COMMON)
 
 
+def seed_draws(seed: str | None) -> None:
+    """Seed the random draws of every test of this process (a campaign's
+    shard) without giving up the example database: ``--hypothesis-seed``
+    would turn the database off (Hypothesis saves and replays nothing under
+    a forced seed), so the engine's own generator is seeded instead."""
+    if not seed:
+        return
+    import random
+    from hypothesis import core
+    core.threadlocal._hypothesis_global_random = random.Random(int(seed))
+
+
 def load(name: str | None) -> None:
     register()
+    seed_draws(os.environ.get("CONVLSTM_HYPOTHESIS_SEED"))
     name = name or os.environ.get("CONVLSTM_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
     settings.load_profile(name)
     n = os.environ.get("CONVLSTM_EXAMPLES")
