@@ -208,9 +208,9 @@ def snippet(results_dir: str | Path, r: Record) -> tuple[str | None, str]:
     try:
         text = registry.snippet_for(r.adapter, case)
     except Exception as exc:     # the oracle refuses a malformed case, say
-        return None, f"no snippet: {type(exc).__name__}: {exc}"
+        return None, f"{type(exc).__name__}: {exc}"
     if text is None:
-        return None, (f"no standalone snippet: {r.adapter} has no snippet writer, or the case "
+        return None, (f"{r.adapter} has no snippet writer, or the case "
                       "is more than one forward call with given weights")
     if len(text) > MAX_SNIPPET_CHARS:
         return None, (f"the case is too large to embed ({len(text)} characters); "

@@ -130,4 +130,4 @@ def test_every_failure_carries_its_standalone_snippet(tmp_path):
     assert "convlstm_conformance" not in snippet
     assert "&#34;recurrent_activation&#34;: &#34;hard_sigmoid&#34;" in snippet.replace(
         "&#39;", "&#34;")
-    assert "Standalone snippet: no saved case" in html
+    assert "No standalone snippet: no saved case." in html
