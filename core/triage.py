@@ -201,7 +201,8 @@ class Triage:
                     passing.append(shown)
             if passing:
                 conditions.append({"argument": name, "fails": failing, "passes": passing})
-                when.append(condition(name, failing, passing, bool(self.spec.values(name))))
+                enumerated = name == "dtype" or bool(self.spec.values(name))
+                when.append(condition(name, failing, passing, enumerated))
         out["seed"], out["scale"] = seed, scale
         out["conditions"] = conditions
         out["when"] = " and ".join(sorted(when)) if when else None
