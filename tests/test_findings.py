@@ -130,3 +130,14 @@ def test_unreadable_record_lines_are_skipped(tmp_path, line):
         line + "\n" + '{"adapter": "a", "clause": "SEM-STEP", "outcome": "failed", '
         '"examples": 3, "message": "[SEM-STEP] a: diverges", "repro": null}\n')
     assert findings.summarize([tmp_path]) == findings.Summary(3, 1, 1)
+
+
+def test_the_findings_section_escapes_what_implementations_wrote():
+    from convlstm_conformance.reports.findings import section
+    evil = "<script>alert(1)</script>"
+    doc = {"examples": 5, "findings": [{
+        "id": evil, "adapter": evil, "status": "new", "clauses": [evil],
+        "triage": None, "versions": {evil: evil}, "snippet": evil}]}
+    text = section(doc)
+    assert "<script>" not in text and text.count("&lt;script&gt;") == 7
+    assert "1 findings from 5 examples: 1 new, 0 known, 0 fixed" in text
