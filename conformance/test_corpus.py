@@ -13,7 +13,7 @@ import pytest
 from convlstm_conformance import corpus, harness, tolerance
 from convlstm_conformance.features import required_features
 from convlstm_conformance.model import Case
-from convlstm_conformance.strategies import Drawn
+from convlstm_conformance.triage import drawn_of
 
 ENTRIES = corpus.load_index()
 
@@ -31,12 +31,7 @@ def test_corpus_case(adapter_name, entry, adapters, spec, record, results_dir):
     ctx = harness.Context(spec, adapter, clause, record, results_dir, test="corpus",
                           key=adapter_name)
     judge = tolerance.judge_gradients if entry.test == "gradients" else harness.judge_for(adapter)
-    shape = case.inputs.shape
-    cf = case.channels_first
-    dims = dict(batch=shape[0], timesteps=shape[1],
-                rows=shape[3] if cf else shape[2], cols=shape[4] if cf else shape[3],
-                channels=shape[2] if cf else shape[4])
-    drawn = Drawn(dict(case.config), dims)
+    drawn = drawn_of(case)
     outcome = adapter.run(case)
     verdict = judge(case, outcome)
     if verdict.unjudged:

@@ -326,11 +326,8 @@ def first_step(case: Case) -> Case | None:
 
 def drawn_of(case: Case) -> Drawn:
     """The configuration and input dimensions of a saved case."""
-    shape = case.inputs.shape
-    cf = case.channels_first
-    b, t = shape[:2]
-    c, r, w = (shape[2], shape[3], shape[4]) if cf else (shape[4], shape[2], shape[3])
-    return Drawn(dict(case.config), dict(batch=b, timesteps=t, rows=r, cols=w, channels=c))
+    from convlstm_conformance.cli import drawn_from_case
+    return drawn_from_case(case)
 
 
 def describe(t: dict[str, Any]) -> str:
