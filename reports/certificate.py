@@ -32,7 +32,7 @@ def build(certificate: dict, out: Path) -> Path:
 
 def index(directory: Path) -> Path:
     """``index.md`` of the certificates (``*.json``) in ``directory``: one row
-    per implementation, then what each one's failures are."""
+    per implementation, what each one's failures are, then ``findings.md``."""
     import json
     directory = Path(directory)
     certs = []
@@ -61,6 +61,9 @@ def index(directory: Path) -> Path:
         for f in c["failures"]:
             first = (f["note"] or (f["message"].splitlines() or [""])[0])[:240]
             lines.append(f"- {f['verdict']} `{f['clause']}` ({f['test']}): {_md(first)}")
+    notes = directory / "findings.md"     # what the certificates revealed, written by hand
+    if notes.exists():
+        lines += ["", notes.read_text(encoding="utf-8").rstrip()]
     out = directory / "index.md"
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return out
