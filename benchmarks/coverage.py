@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 from convlstm_conformance import oracle  # noqa: E402
 from convlstm_conformance.model import Case  # noqa: E402
 from convlstm_conformance.spec import load_cached  # noqa: E402
-from convlstm_conformance.strategies import (WEIGHT_SCALES, Chooser, draw_config,  # noqa: E402
+from convlstm_conformance.strategies import (Chooser, draw_config, scales,  # noqa: E402
                                              focus_for, make_case)
 from tests.mutant_zoo import capabilities, object_path  # noqa: E402
 
@@ -193,7 +193,7 @@ def drawn_cases(n: int, seed: int) -> list[tuple[str, Case]]:
         drawn = draw_config(Chooser(rng=rng), spec, focus=focus_for(spec, clause),
                             sizes=clause.sizes, caps=caps)
         out.append((clause.id, make_case(spec, drawn, k, dtype="float64",
-                                         scale=WEIGHT_SCALES[k % len(WEIGHT_SCALES)],
+                                         scale=scales().weights[k % len(scales().weights)],
                                          **dict(clause.call))))
     return out
 

@@ -45,7 +45,7 @@ from benchmarks.throughput import FLOAT32, machine, open_adapter  # noqa: E402
 from convlstm_conformance import tolerance  # noqa: E402
 from convlstm_conformance.expectations import for_adapter  # noqa: E402
 from convlstm_conformance.spec import load_cached  # noqa: E402
-from convlstm_conformance.strategies import WEIGHT_SCALES, Chooser, draw_config, make_case  # noqa: E402
+from convlstm_conformance.strategies import Chooser, draw_config, make_case, scales  # noqa: E402
 from tests.mutants import MUTATIONS, Float32ConvLSTM  # noqa: E402
 
 # Fast references: cheap enough per case to soak by default.
@@ -122,7 +122,7 @@ def cases(spec, caps, n: int, seed: int):
     for k in range(n):
         drawn = draw_config(Chooser(rng=rng), spec, caps=caps, focus=focus)
         case = make_case(spec, drawn, int(rng.integers(2 ** 32)), dtype=dtypes[k % len(dtypes)],
-                         scale=WEIGHT_SCALES[int(rng.integers(len(WEIGHT_SCALES)))],
+                         scale=scales().weights[int(rng.integers(len(scales().weights)))],
                          initial_state=caps.initial_state and rng.random() < 1 / 3,
                          mask=caps.mask and rng.random() < 1 / 3,
                          cotangent=caps.gradients)

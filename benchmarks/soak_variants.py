@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 
 from convlstm_conformance import tolerance  # noqa: E402
 from convlstm_conformance.spec import load_cached  # noqa: E402
-from convlstm_conformance.strategies import (WEIGHT_SCALES, Chooser, draw_config,  # noqa: E402
+from convlstm_conformance.strategies import (Chooser, draw_config, scales,  # noqa: E402
                                              focus_for, make_case)
 from tests.correct_variants import VARIANTS, capabilities  # noqa: E402
 from tests.mutant_zoo import TorchConvLSTM  # noqa: E402
@@ -55,7 +55,7 @@ def cases(spec, n: int, seed: int):
                             sizes=clause.sizes, caps=caps)
         dtype = ("float32", "float64")[(k // len(clauses)) % 2]
         yield clause.id, make_case(spec, drawn, int(rng.integers(2 ** 32)), dtype=dtype,
-                                   scale=WEIGHT_SCALES[int(rng.integers(len(WEIGHT_SCALES)))],
+                                   scale=scales().weights[int(rng.integers(len(scales().weights)))],
                                    **dict(clause.call))
 
 

@@ -44,7 +44,7 @@ from convlstm_conformance.model import Adapter  # noqa: E402
 from convlstm_conformance.worker import WorkerAdapter  # noqa: E402
 from convlstm_conformance import tolerance  # noqa: E402
 from convlstm_conformance.spec import load_cached  # noqa: E402
-from convlstm_conformance.strategies import WEIGHT_SCALES, Chooser, draw_config, make_case  # noqa: E402
+from convlstm_conformance.strategies import Chooser, draw_config, make_case, scales  # noqa: E402
 
 REFERENCE = "ref-torch-cpu"
 FLOAT32 = "float32-numpy"
@@ -138,7 +138,7 @@ class CaseSource:
         self._left -= 1
         drawn, dtype = self._current
         return make_case(self.spec, drawn, seed=int(self.rng.integers(2 ** 32)), dtype=dtype,
-                         scale=WEIGHT_SCALES[int(self.rng.integers(len(WEIGHT_SCALES)))])
+                         scale=scales().weights[int(self.rng.integers(len(scales().weights)))])
 
 
 @dataclass

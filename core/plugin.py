@@ -16,6 +16,7 @@ one JSON record per test (schema: ``records.py``) for the report.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import traceback
 from pathlib import Path
@@ -163,12 +164,22 @@ def _load_contract(config):
     return spec
 
 
+def _scales():
+    """The draws' scale knobs (strategies.Scales), checked before anything is drawn."""
+    from convlstm_conformance.strategies import ScaleError, scales
+    try:
+        return scales()
+    except ScaleError as exc:
+        raise pytest.UsageError(f"convlstm-conformance: {exc}") from None
+
+
 def pytest_configure(config):
     if not runs_suite(config):
         return
     check_selection(_selected(config))
     limits = _worker_limits(config)
     spec = _load_contract(config)
+    knobs = _scales()
     profiles.load(config.getoption("--profile"))
     results = Path(config.getoption("--results-dir"))
     worker = getattr(config, "workerinput", {}).get("workerid", "main")
@@ -190,7 +201,8 @@ def pytest_configure(config):
         recorder.start({"profile": settings.get_current_profile_name(),
                         "command": "pytest " + " ".join(config.invocation_params.args),
                         "selected": _selected(config), "adapters": adapters,
-                        "suite_version": __version__, "spec": spec.fingerprint()})
+                        "suite_version": __version__, "spec": spec.fingerprint(),
+                        "scales": dataclasses.asdict(knobs)})
     except OSError as exc:
         config._convlstm_recorder = None
         raise pytest.UsageError(f"convlstm-conformance: cannot write results to {results}: "

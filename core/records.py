@@ -123,6 +123,9 @@ RUN_RECORD: dict[str, Any] = {
         "partial": {"type": ["string", "null"]},
         "broad_expectations": {"type": "array", "items": {"type": "object"}},
         "environment": {"type": "object"},
+        # strategies.Scales: the size of the drawn values (runs with other
+        # knobs drew other cases).
+        "scales": {"type": "object"},
         "spec": {
             "type": "object",
             "properties": {

@@ -17,8 +17,10 @@ NumPy generator for measurements and benchmarks.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -202,7 +204,74 @@ def focus_for(spec: Spec, clause: Clause) -> dict[str, list]:
 # --------------------------------------------------------------------------
 # Arrays
 
-WEIGHT_SCALES = (0.1, 0.5, 1.0, 2.0)
+class ScaleError(ValueError):
+    """A scale knob set to something that is not a positive number."""
+
+
+def _positive(name: str, text: str, default):
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        vals = tuple(float(v) for v in raw.split(","))
+    except ValueError:
+        raise ScaleError(f"{name}={raw!r}: expected positive numbers separated by commas") from None
+    if not vals or not all(np.isfinite(v) and v > 0 for v in vals):
+        raise ScaleError(f"{name}={raw!r}: every value must be a finite number above 0")
+    if isinstance(default, tuple):
+        return vals
+    if len(vals) != 1:
+        raise ScaleError(f"{name}={raw!r}: {text} is one number")
+    return type(default)(vals[0])
+
+
+@dataclass(frozen=True)
+class Scales:
+    """How large the drawn values are: the knobs, and their defaults.
+
+    * ``weights`` (``CONVLSTM_WEIGHT_SCALES``): multipliers of the Glorot scale
+      drawn for each case's kernels.  0.1 keeps every gate in its linear middle,
+      2 reaches the bends of tanh and sigmoid.
+    * ``inputs`` (``CONVLSTM_INPUT_SCALE``): inputs and given states are
+      uniform in [-inputs, inputs].
+    * ``boundary_weights`` (``CONVLSTM_BOUNDARY_SCALE``): the weight multiplier
+      of each search's saturated boundary example (harness.boundary_examples).
+      At 8 times Glorot a tenth to a fifth of the gates' arguments lie in
+      sigmoid's |x| > 5 tails, a quarter of the forget gates are shut and a
+      quarter wide open, and relu6, hard_silu and hard_swish reach their far
+      pieces.  Three steps long: with an unbounded activation, weights this
+      large make the recurrence grow without end over longer sequences.
+    * ``long_timesteps`` (``CONVLSTM_LONG_TIMESTEPS``): the length of each
+      search's long boundary example, at weight scale 1: twelve steps carry
+      the state and deepen backpropagation through time where the random
+      draws stop at four.
+
+    The tolerance model's budgets follow the values (core/tolerance.py), so
+    larger scales judge as strictly as small ones; benchmarks/coverage.py
+    measures what a setting reaches.
+    """
+
+    weights: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0)
+    inputs: float = 1.0
+    boundary_weights: float = 8.0
+    long_timesteps: int = 12
+
+    @classmethod
+    def from_environment(cls) -> "Scales":
+        d = cls()
+        return cls(weights=_positive("CONVLSTM_WEIGHT_SCALES", "", d.weights),
+                   inputs=_positive("CONVLSTM_INPUT_SCALE", "the input scale", d.inputs),
+                   boundary_weights=_positive("CONVLSTM_BOUNDARY_SCALE", "the boundary scale",
+                                              d.boundary_weights),
+                   long_timesteps=max(1, int(_positive(
+                       "CONVLSTM_LONG_TIMESTEPS", "the long length", float(d.long_timesteps)))))
+
+
+@functools.lru_cache(maxsize=None)
+def scales() -> Scales:
+    """The knobs of this process, read once (raises ScaleError; the pytest
+    plugin turns it into a usage error before anything is drawn)."""
+    return Scales.from_environment()
 
 
 def round_to(a: np.ndarray, dtype: str) -> np.ndarray:
@@ -247,11 +316,13 @@ def make_case(spec: Spec, drawn: Drawn, seed: int, *, dtype: str = "float32",
     def uniform(shape, s):
         return round_to(rng.uniform(-s, s, size=shape), fmt)
 
+    amp = scales().inputs
+
     # Glorot-like scale keeps pre-activations O(1) whatever the fan-in; the
     # drawn multiplier pushes gates into saturation now and then.
     fan = kh * kw * (C + F)
     wscale = scale * np.sqrt(6.0 / fan)
-    case = Case(config=dict(drawn.config), inputs=uniform(input_shape(spec, drawn), 1.0),
+    case = Case(config=dict(drawn.config), inputs=uniform(input_shape(spec, drawn), amp),
                 kernel=uniform((kh, kw, C, 4 * F), wscale),
                 recurrent_kernel=uniform((kh, kw, F, 4 * F), wscale),
                 bias=uniform((4 * F,), 0.5) if drawn.config.get("use_bias", True) else None,
@@ -264,7 +335,7 @@ def make_case(spec: Spec, drawn: Drawn, seed: int, *, dtype: str = "float32",
         initial_state = True
         state_shape = _corrupt_state_shape(state_shape, env["state_error"], case.channels_first)
     if initial_state and state_shape:
-        case.initial_state = (uniform(state_shape, 1.0), uniform(state_shape, 1.0))
+        case.initial_state = (uniform(state_shape, amp), uniform(state_shape, amp))
     B, T = drawn.dims["batch"], drawn.dims["timesteps"]
     if mask == "leading":
         # Every row starts with a run of masked steps, some rows all masked but one.
@@ -297,9 +368,9 @@ def make_case(spec: Spec, drawn: Drawn, seed: int, *, dtype: str = "float32",
         shape = (batch,) + case.inputs.shape[1:]
         state = None
         if followup_state and state_shape:
-            state = (uniform((batch,) + state_shape[1:], 1.0),
-                     uniform((batch,) + state_shape[1:], 1.0))
-        case.followups.append(Call(uniform(shape, 1.0), reset=reset, initial_state=state))
+            state = (uniform((batch,) + state_shape[1:], amp),
+                     uniform((batch,) + state_shape[1:], amp))
+        case.followups.append(Call(uniform(shape, amp), reset=reset, initial_state=state))
     if cotangent and "sequence_shape" in env:
         shape = env["sequence_shape"] if drawn.config.get("return_sequences") else env["state_shape"]
         case.cotangent = uniform(shape, 1.0)
@@ -341,6 +412,18 @@ def _constructed(spec: Spec, drawn: Drawn) -> Drawn:
             f"{spec.path}: the construction drew {drawn.config}, dims {drawn.dims}, which "
             f"breaks {violated or 'no clause'} where it should break {want or 'none'}")
     return drawn
+
+
+def fixed_config(spec: Spec, rng: np.random.Generator, tries: int = 20, **kwargs) -> Drawn | None:
+    """A valid configuration drawn with a NumPy generator (draw_config's
+    keywords), checked as ``configs`` checks; None when ``tries`` draws in a
+    row cannot satisfy the focus and sizes asked for."""
+    for _ in range(tries):
+        try:
+            return _constructed(spec, draw_config(Chooser(rng=rng), spec, **kwargs))
+        except (ConstructionError, Unsatisfiable):
+            continue
+    return None
 
 
 def configs(spec: Spec, **kwargs):

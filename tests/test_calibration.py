@@ -14,7 +14,7 @@ import pytest
 
 from convlstm_conformance import tolerance
 from convlstm_conformance.spec import load_cached
-from convlstm_conformance.strategies import WEIGHT_SCALES, Chooser, draw_config, make_case
+from convlstm_conformance.strategies import Chooser, draw_config, make_case, scales
 from tests.mutants import Float32ConvLSTM
 
 SPEC = load_cached()
@@ -28,7 +28,7 @@ def _ratios(adapter, n: int, seed: int, gradients: bool = False) -> np.ndarray:
     for k in range(n):
         drawn = draw_config(Chooser(rng=rng), SPEC, caps=caps)
         case = make_case(SPEC, drawn, k, dtype="float32",
-                         scale=WEIGHT_SCALES[k % len(WEIGHT_SCALES)], cotangent=gradients)
+                         scale=scales().weights[k % len(scales().weights)], cotangent=gradients)
         verdict = judge(case, adapter.run(case))
         if not verdict.unjudged:
             out.append(verdict.worst)

@@ -140,3 +140,59 @@ def test_arrays_are_exactly_representable_in_the_case_dtype():
         for name, arr in case.arrays().items():
             if arr.dtype.kind == "f":
                 np.testing.assert_array_equal(round_to(arr, dtype), arr, err_msg=f"{name} {dtype}")
+
+
+# The scale knobs (strategies.Scales): read from the environment, refused
+# when they are not positive numbers, and honoured by make_case.
+
+@pytest.fixture
+def knobs(monkeypatch):
+    from convlstm_conformance import strategies
+
+    def set_(**env):
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        strategies.scales.cache_clear()
+        return strategies.scales()
+    yield set_
+    monkeypatch.undo()
+    strategies.scales.cache_clear()
+
+
+def test_scale_knobs_are_read_from_the_environment(knobs):
+    s = knobs(CONVLSTM_WEIGHT_SCALES="0.25,3", CONVLSTM_INPUT_SCALE="2",
+              CONVLSTM_BOUNDARY_SCALE="5", CONVLSTM_LONG_TIMESTEPS="9")
+    assert (s.weights, s.inputs, s.boundary_weights, s.long_timesteps) == ((0.25, 3.0), 2.0, 5.0, 9)
+
+
+@pytest.mark.parametrize("name,value", [("CONVLSTM_WEIGHT_SCALES", "0.5,0"),
+                                        ("CONVLSTM_WEIGHT_SCALES", "big"),
+                                        ("CONVLSTM_INPUT_SCALE", "1,2"),
+                                        ("CONVLSTM_BOUNDARY_SCALE", "nan"),
+                                        ("CONVLSTM_LONG_TIMESTEPS", "-3")])
+def test_a_bad_scale_knob_is_refused_naming_it(knobs, name, value):
+    from convlstm_conformance.strategies import ScaleError
+    with pytest.raises(ScaleError, match=name):
+        knobs(**{name: value})
+
+
+def test_input_scale_sets_the_amplitude_of_inputs_and_states(knobs):
+    knobs(CONVLSTM_INPUT_SCALE="3")
+    drawn = draw_config(Chooser(rng=np.random.default_rng(4)), SPEC)
+    case = make_case(SPEC, drawn, 4, initial_state=True, dtype="float64")
+    for name, a in (("inputs", case.inputs), ("initial h", case.initial_state[0])):
+        assert 1.0 < np.abs(a).max() <= 3.0, f"{name} span {np.abs(a).max():.3g}, not (1, 3]"
+
+
+def test_a_bad_scale_knob_stops_the_suite_with_a_usage_error(tmp_path):
+    import os
+    import subprocess
+    import sys
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "pytest", "conformance/test_numerics.py", "-q",
+                           "-p", "no:cacheprovider", "--adapters", "oracle",
+                           "--results-dir", str(tmp_path)], cwd=root, capture_output=True,
+                          text=True, timeout=300,
+                          env=dict(os.environ, CONVLSTM_INPUT_SCALE="-1"))
+    assert proc.returncode == 4, proc.stdout[-2000:]
+    assert "CONVLSTM_INPUT_SCALE='-1'" in proc.stderr, proc.stderr[-2000:]

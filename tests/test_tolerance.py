@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from convlstm_conformance.model import Outcome
 from convlstm_conformance import tolerance
 from convlstm_conformance.spec import load_cached
-from convlstm_conformance.strategies import WEIGHT_SCALES, Chooser, configs, draw_config, make_case, seeds
+from convlstm_conformance.strategies import Chooser, configs, draw_config, make_case, scales, seeds
 from tests.mutants import MUTATIONS, Float32ConvLSTM
 
 SPEC = load_cached()
@@ -21,7 +21,7 @@ CAPS = CORRECT.capabilities()
           suppress_health_check=[HealthCheck.too_slow])
 @given(drawn=configs(SPEC, caps=CAPS, focus={"return_state": [True]}), seed=seeds())
 def test_correct_float32_implementation_stays_inside_budget(drawn, seed):
-    for scale in WEIGHT_SCALES:
+    for scale in scales().weights:
         case = make_case(SPEC, drawn, seed, scale=scale)
         verdict = tolerance.judge(case, CORRECT.run(case))
         # Headroom: a correct float32 implementation uses a small share of the budget.
