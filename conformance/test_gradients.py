@@ -39,5 +39,5 @@ def test_gradients_match_oracle(adapter_name, clause_id, adapters, spec, record,
             tolerance.judge_gradients, "gradients diverge from the oracle",
             "gradients are nondeterministic: a second run passed")
 
-    example()
+    harness.boundary_examples(spec, clause, focus, caps, adapter_name, dtypes, size)(example)()
     ctx.finish()

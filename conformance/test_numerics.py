@@ -49,7 +49,7 @@ def test_matches_oracle(adapter_name, clause_id, adapters, spec, record, results
                                               **options),
                 harness.judge_for(adapter), "diverges from the oracle",
                 "is nondeterministic: a second run of the same case passed")
-        example()
+        harness.boundary_examples(spec, clause, focus, caps, adapter_name, dtypes, size)(example)()
 
     for sub_focus, settings in harness.searches(adapter, adapter_name, clause, focus):
         search(sub_focus, settings)

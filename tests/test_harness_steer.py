@@ -69,3 +69,24 @@ def test_clause_specific_and_unconditional_entries_do_not_steer():
     for _ in range(3 * harness.EXCUSED_RUNS):
         ctx.steer(DRAWN, "float64")
     assert ctx.excused == 0
+
+
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
+def test_failing_boundary_examples_do_not_use_up_the_excused_runs():
+    """The explicit boundary examples run first in every search; had their
+    failures counted, a focus wholly inside the region would have every
+    random draw rejected and the search end Unsatisfiable."""
+    from convlstm_conformance.strategies import make_case
+    ctx = _context([FLOAT64])
+    case = make_case(ctx.spec, DRAWN, 0, dtype="float64")
+    ctx.in_boundary = True
+    for _ in range(2 * harness.EXCUSED_RUNS):
+        ctx.steer(DRAWN, "float64")
+        ctx.conclude(DRAWN, case, "diverges from the oracle")
+    assert ctx.expected[FLOAT64] == [2 * harness.EXCUSED_RUNS, 0]
+    ctx.in_boundary = False
+    for _ in range(harness.EXCUSED_RUNS):
+        ctx.steer(DRAWN, "float64")           # the random draws still run...
+        ctx.conclude(DRAWN, case, "diverges from the oracle")
+    with pytest.raises(UnsatisfiedAssumption):
+        ctx.steer(DRAWN, "float64")           # ...until they have shown it themselves
