@@ -5,7 +5,10 @@ examples, and how many seconds, until a test of the suite first fails.
 ``CONVLSTM_PROBE_OUT`` naming a file: every test built on
 ``harness.Context`` counts its examples (``Context.steer`` runs once per
 example, judged or not) and, at its first failure, appends one JSON line
-{adapter, clause, test, examples, seconds}.  It also drops the shrink and
+{adapter, clause, test, examples, examples_in_test, seconds}.  A clause with
+``each`` (SEM-ACTIVATIONS) runs one search per value (harness.searches), so
+``examples`` counts those of the failing example's own search (its value of
+that argument) and ``examples_in_test`` all of the test's so far.  It also drops the shrink and
 reuse phases and the example database from the loaded profile: the first
 failure is what is measured, and a failure found under one seed must not
 be replayed under the next.
@@ -26,11 +29,19 @@ _steer, _fail = harness.Context.steer, harness.Context.fail
 
 def _init(self):
     _post_init(self)
-    self._probe = {"start": time.perf_counter(), "examples": 0, "reported": False}
+    self._probe = {"start": time.perf_counter(), "examples": 0, "reported": False,
+                   "per_search": {}}
+
+
+def _search(self, drawn):
+    each = self.clause.each
+    return repr(drawn.config.get(each)) if each else None
 
 
 def _count(self, drawn, dtype=None):
     self._probe["examples"] += 1
+    per = self._probe["per_search"]
+    per[_search(self, drawn)] = per.get(_search(self, drawn), 0) + 1
     return _steer(self, drawn, dtype)
 
 
@@ -39,7 +50,8 @@ def _first_failure(self, drawn, case, problem, errors, outcome):
     if not probe["reported"]:
         probe["reported"] = True
         line = {"adapter": self.adapter.name, "clause": self.clause.id, "test": self.test,
-                "examples": probe["examples"],
+                "examples": probe["per_search"].get(_search(self, drawn), probe["examples"]),
+                "examples_in_test": probe["examples"],
                 "seconds": round(time.perf_counter() - probe["start"], 4)}
         with open(os.environ["CONVLSTM_PROBE_OUT"], "a", encoding="utf-8") as fh:
             fh.write(json.dumps(line) + "\n")

@@ -7,7 +7,10 @@ example database (benchmarks/detection_probe.py).  Measured per mutant and
 seed: the Hypothesis examples and the seconds until that test first failed.
 Reported per mutant: median and maximum over the seeds (a seed that never
 failed counts as more than the limit), and the targets: every mutant
-caught, median at most 10 examples, none above 100.
+caught, median at most 10 examples, none above 100.  For a clause searched
+once per value of an argument (``each``: SEM-ACTIVATIONS, one search per
+activation) the examples are those of the mutant's own search; the seconds
+run from the test's start.
 
     python benchmarks/detection_speed.py --seeds 1,2,3,4,5 --json detection.json
 
