@@ -37,6 +37,8 @@ def test_matches_oracle(adapter_name, clause_id, adapters, spec, record, results
     options = harness.case_options(clause)
 
     def search(focus, settings):
+        ctx.new_search()
+
         @settings
         @given(drawn=configs(spec, focus=focus, sizes=clause.sizes, caps=caps, size=size),
                data=harness.data_draws(adapter_name), dtype=st.sampled_from(dtypes))

@@ -108,9 +108,9 @@ class Context:
     worst: float = 0.0
     expected: dict = field(default_factory=dict)   # Expectation -> [failed, passed]
     excused: int = 0          # examples drawn inside a "*" expectation (see steer)
-    # Failures of the explicit boundary examples, per expectation: they run in
-    # every search whatever steering says, so they do not count toward it.
-    boundary_failed: dict = field(default_factory=dict)
+    # Per expectation, the failures in the current search that steering counts
+    # (random draws only: the explicit boundary examples run whatever it says).
+    steer_failed: dict = field(default_factory=dict)
     in_boundary: bool = False
 
     def __post_init__(self):
@@ -128,14 +128,15 @@ class Context:
         float32, say) covers a region of every clause; examples drawn there
         mostly repeat that known failure and can hide another one behind it.
         Examples in the region run until the divergence has failed
-        EXCUSED_RUNS times in this test; only then are further ones rejected
-        before anything runs, and Hypothesis draws again.  So a region whose
-        divergence was fixed is never skipped: its examples run, pass, and the
-        expectation is reported stale.  The boundary examples (see
-        boundary_examples) always run and their failures do not count: were
-        they to use up the excused runs, a focus lying wholly inside the
-        region would have every random draw rejected (Hypothesis'
-        Unsatisfiable).
+        EXCUSED_RUNS times in this search (see new_search); only then are
+        further ones rejected before anything runs, and Hypothesis draws
+        again.  So a region whose divergence was fixed is never skipped: its
+        examples run, pass, and the expectation is reported stale.  And a
+        search whose whole focus lies in the region (SEM-ACTIVATIONS' search
+        of an activation a "*" entry names) still runs its EXCUSED_RUNS
+        examples: had earlier searches, or the boundary examples (which
+        always run, see boundary_examples), used them up, every draw would
+        be rejected and Hypothesis would end it Unsatisfiable.
         """
         env = self.env(drawn, dtype)
         region = [e for e in self.expectations
@@ -146,10 +147,14 @@ class Context:
         self.record["excused_draws"] = self.excused
         if self.in_boundary:
             return
-        if any(self.expected.get(e, [0, 0])[0] - self.boundary_failed.get(e, 0) >= EXCUSED_RUNS
-               for e in region):
+        if any(self.steer_failed.get(e, 0) >= EXCUSED_RUNS for e in region):
             from hypothesis import reject
             reject()
+
+    def new_search(self) -> None:
+        """A new Hypothesis search of this test begins (harness.searches):
+        steering counts its excused runs afresh."""
+        self.steer_failed.clear()
 
     def judge_cases(self, drawn: Drawn, data, make: Callable, judge: Callable,
                     diverges: str, nondeterministic: str) -> None:
@@ -214,8 +219,8 @@ class Context:
         for e in matching:
             counts = self.expected.setdefault(e, [0, 0])
             counts[0 if problem else 1] += 1
-            if problem and self.in_boundary:
-                self.boundary_failed[e] = self.boundary_failed.get(e, 0) + 1
+            if problem and not self.in_boundary:
+                self.steer_failed[e] = self.steer_failed.get(e, 0) + 1
         if problem is None or matching:
             return
         self.fail(drawn, case, problem, errors, outcome)

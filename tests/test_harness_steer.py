@@ -15,7 +15,7 @@ from convlstm_conformance import harness
 from convlstm_conformance.expectations import Expectation
 from convlstm_conformance.expr import parse
 from convlstm_conformance.spec import load_cached
-from convlstm_conformance.strategies import Drawn
+from convlstm_conformance.strategies import Drawn, make_case
 
 
 def _context(entries):
@@ -27,6 +27,7 @@ def _context(entries):
 
 DRAWN = Drawn(config={"filters": 2, "kernel_size": 3},
               dims={"batch": 2, "timesteps": 3, "rows": 5, "cols": 5, "channels": 1})
+CASE = make_case(load_cached(), DRAWN, 0, dtype="float64")
 FLOAT64 = Expectation("oracle", "*", "float64 is known to diverge", when=parse("dtype == 'float64'"))
 
 
@@ -37,7 +38,7 @@ def test_inside_a_known_divergence_examples_run_until_it_has_failed_then_are_red
     for _ in range(3 * harness.EXCUSED_RUNS):
         ctx.steer(DRAWN, "float64")           # not yet seen failing: they run
     for k in range(harness.EXCUSED_RUNS):
-        ctx.expected.setdefault(FLOAT64, [0, 0])[0] += 1   # what conclude() counts
+        ctx.conclude(DRAWN, CASE, "diverges from the oracle")
         if k + 1 < harness.EXCUSED_RUNS:
             ctx.steer(DRAWN, "float64")
     with pytest.raises(UnsatisfiedAssumption):
@@ -76,9 +77,8 @@ def test_failing_boundary_examples_do_not_use_up_the_excused_runs():
     """The explicit boundary examples run first in every search; had their
     failures counted, a focus wholly inside the region would have every
     random draw rejected and the search end Unsatisfiable."""
-    from convlstm_conformance.strategies import make_case
     ctx = _context([FLOAT64])
-    case = make_case(ctx.spec, DRAWN, 0, dtype="float64")
+    case = CASE
     ctx.in_boundary = True
     for _ in range(2 * harness.EXCUSED_RUNS):
         ctx.steer(DRAWN, "float64")
@@ -90,3 +90,23 @@ def test_failing_boundary_examples_do_not_use_up_the_excused_runs():
         ctx.conclude(DRAWN, case, "diverges from the oracle")
     with pytest.raises(UnsatisfiedAssumption):
         ctx.steer(DRAWN, "float64")           # ...until they have shown it themselves
+
+
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
+def test_each_search_runs_its_own_excused_examples():
+    """SEM-ACTIVATIONS searches one activation at a time: a search whose whole
+    focus lies in the region (tf-keras's hard_sigmoid) must not inherit the
+    excused runs an earlier search used up, or it draws nothing (Unsatisfiable)."""
+    ctx = _context([FLOAT64])
+    for _ in range(harness.EXCUSED_RUNS):
+        ctx.steer(DRAWN, "float64")
+        ctx.conclude(DRAWN, CASE, "diverges from the oracle")
+    with pytest.raises(UnsatisfiedAssumption):
+        ctx.steer(DRAWN, "float64")
+    ctx.new_search()
+    for _ in range(harness.EXCUSED_RUNS):
+        ctx.steer(DRAWN, "float64")           # the next search's examples run
+        ctx.conclude(DRAWN, CASE, "diverges from the oracle")
+    with pytest.raises(UnsatisfiedAssumption):
+        ctx.steer(DRAWN, "float64")
+    assert ctx.expected[FLOAT64] == [2 * harness.EXCUSED_RUNS, 0]
