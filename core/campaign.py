@@ -392,7 +392,22 @@ def main(args, extra: list[str]) -> int:
         return 130
     path = conclude(directory, state, triaged=not args.no_triage)
     print(f"[campaign] findings: {path}")
+    try:
+        print(f"[campaign] report: {render_findings(directory)}")
+    except Exception as exc:   # findings.json is written; say why there is no HTML
+        print(f"[campaign] no findings page: {type(exc).__name__}: {exc}", file=sys.stderr)
     return 0
+
+
+def render_findings(directory: Path) -> Path:
+    """findings.html, by the ``findings`` reporter (the core does not import
+    the reports package; it finds it as it finds adapters)."""
+    from importlib.metadata import entry_points
+    from convlstm_conformance.plugin import REPORTERS
+    for ep in entry_points(group=REPORTERS):
+        if ep.name == "findings":
+            return ep.load()(directory)
+    raise LookupError(f"no 'findings' renderer registered under {REPORTERS}")
 
 
 def conclude(directory: Path, state: dict, triaged: bool = True) -> Path:

@@ -28,7 +28,7 @@ import re
 import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 FINDINGS = "findings.json"
 #: Outcomes of a test record that are failures of the implementation.
@@ -232,11 +232,21 @@ def representative(finding: Finding) -> dict:
     return min(finding.failures, key=size)
 
 
-def status_of(finding: Finding, spec) -> str:
-    """known when an expectation entry of the implementation explains the
-    representative failure (conformance/expectations/), else new."""
+def status_of(finding: Finding, spec, still_fails: Callable | None = None,
+              corpus_dir: Path | None = None) -> str:
+    """fixed: the finding is in the regression corpus (core/corpus.py) and its
+    case, re-run now (``still_fails(key, case_path)``: triage.Cache), no
+    longer fails; known: an expectation entry of the implementation
+    (conformance/expectations/) explains the representative failure; else new."""
+    from convlstm_conformance import corpus
     from convlstm_conformance.expectations import for_adapter
     f = representative(finding)
+    if still_fails is not None:
+        directory = corpus.CORPUS_DIR if corpus_dir is None else Path(corpus_dir)
+        entry = next((e for e in corpus.load_index(directory) if e.finding == finding.id), None)
+        if entry is not None and still_fails(f.get("key") or finding.adapter,
+                                             directory / entry.case) is False:
+            return "fixed"
     env = spec.environment(f.get("config") or {}, f.get("dims") or {})
     env["dtype"] = f.get("dtype")
     for e in for_adapter(spec, finding.adapter):
@@ -298,7 +308,8 @@ def write(campaign_dir: Path, dirs: Iterable[Path], triage=None, spec=None,
     for f in found:
         doc = f.to_json()
         if spec is not None:
-            doc["status"] = f.status = status_of(f, spec)
+            doc["status"] = f.status = status_of(f, spec,
+                                                 getattr(triage, "still_fails", None))
         doc["case"] = representative(f).get("case")
         doc["versions"] = seen.get(f.adapter, {})
         if snippets:

@@ -33,6 +33,7 @@ import functools
 import os
 import re
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -277,22 +278,40 @@ class Cache:
         except CaseFileError as exc:
             return {"reproduced": False, "notes": [f"case file unusable: {exc}"],
                     "character": None, "necessary": [], "conditions": [], "pieces": {}}
-        t = self.triages.get(failure.key)
-        if t is None:
-            from convlstm_conformance import harness, registry
-            if failure.key.startswith("object:") and os.getcwd() not in sys.path:
-                # As pytest and ``python -m`` resolve --adapter-object: from here.
-                sys.path.insert(0, os.getcwd())
-            try:
-                adapter = registry.create(failure.key)
-                t = Triage(self.spec, adapter, harness.judge_for(adapter))
-            except Exception as exc:       # an implementation that will not start here
-                t = f"{type(exc).__name__}: {exc}"
-            self.triages[failure.key] = t
+        t = self._triage_for(failure.key)
         if isinstance(t, str):
             return {"reproduced": False, "notes": [f"cannot create {failure.key}: {t}"],
                     "character": None, "necessary": [], "conditions": [], "pieces": {}}
         return t.triage(case, failure.test, failure.clause)
+
+    def _triage_for(self, key: str) -> Triage | str:
+        """The adapter's Triage, or why the adapter cannot be created here."""
+        t = self.triages.get(key)
+        if t is None:
+            from convlstm_conformance import harness, registry
+            if key.startswith("object:") and os.getcwd() not in sys.path:
+                # As pytest and ``python -m`` resolve --adapter-object: from here.
+                sys.path.insert(0, os.getcwd())
+            try:
+                adapter = registry.create(key)
+                t = Triage(self.spec, adapter, harness.judge_for(adapter))
+            except Exception as exc:       # an implementation that will not start here
+                t = f"{type(exc).__name__}: {exc}"
+            self.triages[key] = t
+        return t
+
+    def still_fails(self, key: str, case_path: Path) -> bool | None:
+        """Does the saved case fail on the implementation now?  None when it
+        cannot be said (the implementation will not start, the case is
+        unreadable or outside the tolerance model's domain)."""
+        t = self._triage_for(key)
+        if isinstance(t, str):
+            return None
+        try:
+            case = Case.load(case_path)
+        except CaseFileError:
+            return None
+        return t.fails(case)
 
     def close(self) -> None:
         for t in self.triages.values():

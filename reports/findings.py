@@ -62,20 +62,28 @@ def page(doc: dict) -> str:
             "</head><body>" + section(doc) + "</body></html>")
 
 
+def build(directory: Path) -> Path:
+    """DIRECTORY/findings.html from DIRECTORY/findings.json (the ``findings``
+    reporter the campaign calls when it concludes; raises ValueError for a
+    file that is not a findings file)."""
+    directory = Path(directory)
+    doc = _findings.load(directory / _findings.FINDINGS)
+    out = directory / "findings.html"
+    out.write_text(page(doc), encoding="utf-8")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
         print("usage: python -m convlstm_conformance.reports.findings CAMPAIGN_DIR",
               file=sys.stderr)
         return 2
-    directory = Path(args[0])
     try:
-        doc = _findings.load(directory / _findings.FINDINGS)
+        out = build(Path(args[0]))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = directory / "findings.html"
-    out.write_text(page(doc), encoding="utf-8")
     print(f"findings: {out}")
     return 0
 

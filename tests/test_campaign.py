@@ -88,3 +88,20 @@ def test_a_malformed_corpus_index_is_refused(tmp_path, text, why):
     (tmp_path / corpus.INDEX).write_text(text)
     with pytest.raises(ValueError, match=why):
         corpus.load_index(tmp_path)
+
+
+def test_a_concluded_campaign_renders_its_findings_page(tmp_path):
+    """The campaign's last step: findings.json to findings.html through the
+    registered ``findings`` reporter, every finding with its status."""
+    doc = {"examples": 12, "findings": [
+        {"id": "tf-keras-0a1fdb33", "adapter": "tf-keras", "status": "fixed",
+         "clauses": ["SEM-ACTIVATIONS"], "triage": None, "failures": []},
+        {"id": "keras3-tensorflow-dae8a064", "adapter": "keras3-tensorflow", "status": "known",
+         "clauses": ["SEM-STEP", "SEM-MASK"], "triage": None, "failures": []}]}
+    (tmp_path / "findings.json").write_text(json.dumps(doc))
+    page = campaign.render_findings(tmp_path).read_text()
+    assert "2 findings from 12 examples: 0 new, 1 known, 1 fixed" in page, page[:400]
+    assert 'id="tf-keras-0a1fdb33"' in page and "SEM-MASK" in page
+    (tmp_path / "findings.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a findings file"):
+        campaign.render_findings(tmp_path)

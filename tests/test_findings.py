@@ -141,3 +141,26 @@ def test_the_findings_section_escapes_what_implementations_wrote():
     text = section(doc)
     assert "<script>" not in text and text.count("&lt;script&gt;") == 7
     assert "1 findings from 5 examples: 1 new, 0 known, 0 fixed" in text
+
+
+def test_a_corpus_finding_whose_case_now_passes_is_fixed(tmp_path):
+    """Status 'fixed' is measured, never assumed: the corpus case re-run on
+    the implementation now.  The same finding keyed to the zoo's correct base
+    (the bug fixed) is fixed; keyed to the mutant (still there) it is new."""
+    from convlstm_conformance import corpus
+    adapter = make.forget_bias_plus_0_01()
+    seen = failure(tmp_path, adapter, "SEM-STEP", {}, "object:tests.mutant_zoo:make.forget_bias_plus_0_01")
+    [finding] = findings.dedupe([seen])
+    corpus_dir = tmp_path / "corpus"
+    corpus.add(dict(finding.to_json(), case=seen.case), corpus_dir)
+    cache = triage.Cache(SPEC)
+    try:
+        assert findings.status_of(finding, SPEC, cache.still_fails, corpus_dir) == "new"
+        repaired = findings.Finding(finding.adapter, finding.signature,
+                                    [dict(finding.failures[0], key="object:tests.mutant_zoo:make.base")])
+        assert repaired.id == finding.id
+        assert findings.status_of(repaired, SPEC, cache.still_fails, corpus_dir) == "fixed"
+        # Outside the corpus nothing re-runs: not fixed, whatever the case does now.
+        assert findings.status_of(repaired, SPEC, cache.still_fails, tmp_path / "empty") == "new"
+    finally:
+        cache.close()
