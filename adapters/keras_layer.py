@@ -11,6 +11,7 @@ a case that leaves an argument out exercises the layer's own default.
 from __future__ import annotations
 
 import importlib
+import re
 import time
 import traceback
 from typing import Any
@@ -22,10 +23,30 @@ from convlstm_conformance.model import (ADAPTER_ERROR, CALL, CONSTRUCT, OK, RAIS
                                         Case, ErrorInfo, Outcome)
 from convlstm_conformance.registry import COMPILED_DATA, AdapterEntry, gpu_present
 
-# tf-keras (Keras 2.x) knows fewer names than the spec (Keras 3) documents.
+# Which of the spec's activation names each Keras accepts (``activations.get``),
+# measured on tf-keras 2.15 to 2.21 and on Keras 3.0.5, 3.3.3 and 3.4 to 3.15
+# (tests/test_keras_activations.py checks the installed one).
+# tf-keras (Keras 2.x) knows fewer names than the spec (Keras 3) documents:
 TF_KERAS_ACTIVATIONS = frozenset({
-    "tanh", "sigmoid", "hard_sigmoid", "relu", "elu", "selu", "softplus", "softsign",
-    "swish", "silu", "gelu", "exponential", "mish", "linear", None})
+    "tanh", "sigmoid", "hard_sigmoid", "relu", "relu6", "leaky_relu", "elu", "selu",
+    "softplus", "softsign", "swish", "silu", "gelu", "exponential", "mish", "linear", None})
+# and Keras 3 gained some after 3.0: the first release accepting each.
+KERAS3_ACTIVATION_SINCE = {
+    **dict.fromkeys(("celu", "hard_shrink", "hard_tanh", "log_sigmoid", "soft_shrink",
+                     "squareplus", "tanh_shrink"), (3, 7)),
+    "sparse_plus": (3, 8), "sparse_sigmoid": (3, 10)}
+
+
+def _release(package: str) -> tuple[int, ...]:
+    """The installed release of ``package`` as numbers, read from its
+    metadata (importing Keras would fix the process's backend)."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        text = version(package)
+    except PackageNotFoundError:
+        return ()
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
+
 
 # Compiled configurations a Keras-on-JAX worker keeps (each holds a layer and
 # an XLA executable); a fuzzer's shrinking revisits recent ones.
@@ -56,8 +77,15 @@ class KerasConvLSTM(Adapter):
             # TensorFlow has no NCHW Conv2D kernel on the CPU, as the Keras conv
             # docs say (keras-team/keras#17034); claim it only where a GPU runs it.
             formats = {"channels_last"}
-        # Keras 3 knows every activation the spec names.
-        names = activations() | {None} if keras3 else TF_KERAS_ACTIVATIONS
+        # Only what the installed release accepts is claimed, so the release
+        # matrix judges each release on what it offers (a name refused at
+        # construction would fail every clause that drew it).
+        if keras3:
+            release = _release("keras")
+            names = frozenset(n for n in activations()
+                              if release >= KERAS3_ACTIVATION_SINCE.get(n, ())) | {None}
+        else:
+            names = TF_KERAS_ACTIVATIONS
         return Capabilities(
             data_format=frozenset(formats),
             activation=names, recurrent_activation=names,
