@@ -76,6 +76,16 @@ def cell_capabilities() -> Capabilities:
         argument_validation=False, non_square=True)
 
 
+def x64(on: bool):
+    """A scope computing in 64 bits or not: ``jax.enable_x64`` (JAX 0.8 on),
+    ``jax.experimental.enable_x64`` before it, so the release matrix runs
+    Flax and Haiku on the JAX of their time."""
+    import jax
+    scope = getattr(jax, "enable_x64", None)
+    if scope is None:
+        from jax.experimental import enable_x64 as scope
+    return scope(on)
+
 def run_jax_case(case: Case, caps: Capabilities, compiled) -> Outcome:
     """Run ``case`` through ``compiled(static config...)``; never raises.
 
@@ -96,7 +106,7 @@ def run_jax_case(case: Case, caps: Capabilities, compiled) -> Outcome:
     try:
         import jax
         # The capabilities claim the CPU: pin it even where JAX sees an accelerator.
-        with jax.enable_x64(case.dtype == "float64"), jax.default_device(jax.devices("cpu")[0]):
+        with x64(case.dtype == "float64"), jax.default_device(jax.devices("cpu")[0]):
             fn = compiled(case.filters, _pair(cfg["kernel_size"]), use_bias,
                           case.channels_first, bool(cfg.get("return_sequences", False)),
                           bool(cfg.get("go_backwards", False)), case.cotangent is not None)
