@@ -400,14 +400,9 @@ def main(args, extra: list[str]) -> int:
 
 
 def render_findings(directory: Path) -> Path:
-    """findings.html, by the ``findings`` reporter (the core does not import
-    the reports package; it finds it as it finds adapters)."""
-    from importlib.metadata import entry_points
-    from convlstm_conformance.plugin import REPORTERS
-    for ep in entry_points(group=REPORTERS):
-        if ep.name == "findings":
-            return ep.load()(directory)
-    raise LookupError(f"no 'findings' renderer registered under {REPORTERS}")
+    """findings.html, by the ``findings`` reporter (registry.reporter)."""
+    from convlstm_conformance import registry
+    return registry.reporter("findings")(directory)
 
 
 def conclude(directory: Path, state: dict, triaged: bool = True) -> Path:

@@ -61,12 +61,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from convlstm_conformance import records
+from convlstm_conformance import records, registry
 from convlstm_conformance.expectations import Expectation, parse_entries
 from convlstm_conformance.spec import Spec, SpecError, _load_yaml
 
 CERTIFICATE_SCHEMA = 1
-REPORTERS = "convlstm_conformance.reporters"
 CAPABILITY_CLAUSE = "CAPABILITY-CLAIMS"
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
@@ -344,13 +343,8 @@ def _selected_names(run: dict) -> list[str]:
 
 
 def render_html(certificate: dict, out: Path) -> Path:
-    """Render with the ``certificate`` reporter (the core does not import the
-    reports package; it finds it as it finds adapters)."""
-    from importlib.metadata import entry_points
-    for ep in entry_points(group=REPORTERS):
-        if ep.name == "certificate":
-            return ep.load()(certificate, out)
-    raise LookupError(f"no 'certificate' renderer registered under {REPORTERS}")
+    """Render with the ``certificate`` reporter (registry.reporter)."""
+    return registry.reporter("certificate")(certificate, out)
 
 
 def level_reasons(lv: dict, listed: int = 8) -> list[str]:

@@ -32,7 +32,6 @@ from convlstm_conformance.spec import DEFAULT_SPEC, load_cached
 SUITE_DIR = Path(_suite.__file__).resolve().parent
 SUITE_PACKAGE = _suite.__name__
 DEFAULT_RESULTS = Path("reports") / "out"
-REPORTERS = "convlstm_conformance.reporters"
 
 
 def pytest_addoption(parser):
@@ -458,16 +457,9 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def render_report(results_dir: Path) -> Path | None:
-    """Render the records with the report renderer registered under the
-    ``convlstm_conformance.reporters`` entry-point group (the core does not
-    import the reports package; it finds it as it finds adapters)."""
-    from importlib.metadata import entry_points
-    for ep in entry_points(group=REPORTERS):
-        if ep.name == "html":
-            build = ep.load()
-            path, _ = build(results_dir, results_dir / "report.html")
-            return path
-    raise LookupError(f"no 'html' renderer registered under {REPORTERS}")
+    """Render the records with the ``html`` reporter (registry.reporter)."""
+    path, _ = registry.reporter("html")(results_dir, results_dir / "report.html")
+    return path
 
 
 def pytest_terminal_summary(terminalreporter, config):

@@ -33,7 +33,7 @@ import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from convlstm_conformance.model import ADAPTER_ERROR, Adapter, Outcome, outcome_problem
 
@@ -223,6 +223,21 @@ def from_command(spec: str, options: "WorkerOptions | None" = None,
     return WorkerAdapter(name, argv=argv, timeout_s=opts.timeout_s,
                          start_timeout_s=opts.start_timeout_s,
                          memory_limit_mb=opts.memory_limit_mb, cwd=cwd)
+
+
+#: Entry-point group of the renderers (reports/): the core finds them as it
+#: finds adapters and imports no report code.
+REPORTERS = "convlstm_conformance.reporters"
+
+
+def reporter(name: str) -> Callable:
+    """The renderer registered as ``name`` under REPORTERS (html, certificate,
+    findings; see pyproject.toml)."""
+    from importlib.metadata import entry_points
+    for ep in entry_points(group=REPORTERS):
+        if ep.name == name:
+            return ep.load()
+    raise LookupError(f"no {name!r} renderer registered under {REPORTERS}")
 
 
 def create(key: str, *, timeout_s: float | None = None, start_timeout_s: float | None = None,
