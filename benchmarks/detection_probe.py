@@ -40,8 +40,8 @@ def _search(self, drawn):
 
 def _count(self, drawn, dtype=None):
     self._probe["examples"] += 1
-    per = self._probe["per_search"]
-    per[_search(self, drawn)] = per.get(_search(self, drawn), 0) + 1
+    per, key = self._probe["per_search"], _search(self, drawn)
+    per[key] = per.get(key, 0) + 1
     return _steer(self, drawn, dtype)
 
 

@@ -298,8 +298,12 @@ def data_draws(adapter_key: str):
     its own on the example's configuration."""
     from hypothesis import strategies as st
     from convlstm_conformance.strategies import scales, seeds
-    n = max(1, _registered(adapter_key, "data_per_example", 1))
+    n = _data_per_example(adapter_key)
     return st.lists(st.tuples(seeds(), st.sampled_from(scales().weights)), min_size=n, max_size=n)
+
+
+def _data_per_example(adapter_key: str) -> int:
+    return max(1, _registered(adapter_key, "data_per_example", 1))
 
 
 class BoundaryData(list):
@@ -324,7 +328,7 @@ def boundary_examples(spec: Spec, clause: Clause, focus: Mapping[str, Any], caps
     from hypothesis import example
     from convlstm_conformance.strategies import fixed_config, scales
     knobs = scales()
-    n = max(1, _registered(adapter_key, "data_per_example", 1))
+    n = _data_per_example(adapter_key)
     seed = zlib.crc32(f"{clause.id}:{sorted(focus.items(), key=str)}".encode())
     fixed = dict(clause.sizes or {})
     # Three steps: a carried state, still short enough at the boundary scale

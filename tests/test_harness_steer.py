@@ -78,16 +78,15 @@ def test_failing_boundary_examples_do_not_use_up_the_excused_runs():
     failures counted, a focus wholly inside the region would have every
     random draw rejected and the search end Unsatisfiable."""
     ctx = _context([FLOAT64])
-    case = CASE
     ctx.in_boundary = True
     for _ in range(2 * harness.EXCUSED_RUNS):
         ctx.steer(DRAWN, "float64")
-        ctx.conclude(DRAWN, case, "diverges from the oracle")
+        ctx.conclude(DRAWN, CASE, "diverges from the oracle")
     assert ctx.expected[FLOAT64] == [2 * harness.EXCUSED_RUNS, 0]
     ctx.in_boundary = False
     for _ in range(harness.EXCUSED_RUNS):
         ctx.steer(DRAWN, "float64")           # the random draws still run...
-        ctx.conclude(DRAWN, case, "diverges from the oracle")
+        ctx.conclude(DRAWN, CASE, "diverges from the oracle")
     with pytest.raises(UnsatisfiedAssumption):
         ctx.steer(DRAWN, "float64")           # ...until they have shown it themselves
 
